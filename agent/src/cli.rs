@@ -1,0 +1,226 @@
+//! The `sitewatch` command: bootstrap the CA, check a config, read a daemon's status,
+//! run the demo.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sitewatch_proto::Verdict;
+use sitewatch_quorum::config::Config;
+use sitewatch_quorum::status::{self, StatusReport};
+use sitewatch_quorum::tls::TlsIdentity;
+
+use crate::pki;
+
+pub const DEFAULT_SOCKET: &str = "/run/sitewatch/sitewatch.sock";
+
+#[derive(Parser)]
+#[command(name = "sitewatch", version, about = "Operate a sitewatch cluster")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file (and the TLS files it names) as the daemon would.
+    CheckConfig { path: PathBuf },
+    /// The cluster's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Member certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Show the local daemon's view: quorum, leader, peers, verdict.
+    Status {
+        /// The daemon's status socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the full report as JSON (with a schema_version).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a local demo cluster on loopback, with no config needed.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a new CA: DIR/ca.pem goes to every member, DIR/ca.key stays off them.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Named in the CA's subject, to tell clusters apart.
+        #[arg(long, default_value = "sitewatch")]
+        cluster_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue NAME.pem and NAME.key for member NAME, signed by the CA in --ca.
+    Issue {
+        name: String,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 1825)]
+        days: i64,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Ca { command: CaCommand::Init { dir, cluster_id } } => {
+            report(pki::init_ca(&dir, &cluster_id).map(|p| {
+                println!(
+                    "CA written: {} (give it to every member) and {} (keep it safe, off the members)",
+                    p.display(),
+                    dir.join(pki::CA_KEY).display()
+                );
+            }))
+        }
+        Command::Cert { command: CertCommand::Issue { name, ca, out, days } } => {
+            report(pki::issue(&name, &ca, &out, days).map(|(cert, key)| {
+                println!("certificate for `{name}`: {} and {}", cert.display(), key.display());
+            }))
+        }
+        Command::Status { socket, json } => status(&socket, json),
+        Command::Demo => crate::demo::main(),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let me = config.me();
+    if let Err(e) = TlsIdentity::load(&config.tls, &me.name) {
+        eprintln!("error: {}: [tls]: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let voters = config.members.iter().filter(|m| m.voter).count();
+    println!(
+        "ok: {}: cluster `{}`, node `{}` ({}), {} members ({voters} voters), members digest {:016x}",
+        path.display(),
+        config.cluster_id,
+        me.name,
+        me.role,
+        config.members.len(),
+        config.members_digest()
+    );
+    ExitCode::SUCCESS
+}
+
+fn status(socket: &Path, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = match runtime.block_on(status::query(socket)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        print!("{}", render(&report));
+    }
+    if report.quorum.quorate && report.site.verdict != Verdict::Down {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// The human view, one screen: who we are, the verdict, the quorum, the peers.
+pub fn render(r: &StatusReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let n = &r.node;
+    let _ = writeln!(
+        out,
+        "node     {} ({}{}), cluster {}",
+        n.name,
+        n.role,
+        if n.voter { ", voter" } else { ", learner" },
+        r.cluster_id
+    );
+    let s = &r.site;
+    let decided = s
+        .decision
+        .map_or("never decided".to_string(), |t| format!("decided at term {} index {}", t.term, t.index));
+    let _ = writeln!(
+        out,
+        "verdict  {}, desired capacity {}{} ({decided})",
+        s.verdict,
+        s.desired_capacity,
+        if s.hold { ", HELD" } else { "" }
+    );
+    let q = &r.quorum;
+    let leader = r.raft.leader_name.clone().unwrap_or_else(|| "none".into());
+    let _ = writeln!(
+        out,
+        "quorum   {}, leader {leader}, term {}, voters reachable {}/{}",
+        if q.quorate { "quorate" } else { "NOT QUORATE" },
+        r.raft.term,
+        q.voters_reachable,
+        q.voters
+    );
+    let _ = writeln!(out, "raft     {}, commit {}, applied {}", r.raft.state, r.raft.commit, r.raft.applied);
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<8} {:<7} {:<12} {:>9} {:>13}",
+        "PEER", "ROLE", "VOTER", "STATE", "RTT", "LAST CONTACT"
+    );
+    for p in &r.peers {
+        let rtt = p.rtt_ms.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let contact =
+            p.last_contact_ms.map_or("never".to_string(), |v| format!("{:.1} s ago", v as f64 / 1000.0));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<7} {:<12} {:>9} {:>13}",
+            p.name,
+            p.role.to_string(),
+            if p.voter { "yes" } else { "no" },
+            if p.connected { "connected" } else { "unreachable" },
+            rtt,
+            contact
+        );
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! The sans-IO core of sitewatch: what travels between nodes and what a committed
+//! log entry does to the replicated site state. No tasks, no sockets, no clocks:
+//! every function here takes its inputs (including "now") as arguments.
+
+pub mod state;
+pub mod wire;
+
+pub use state::{Command, Decision, DecisionRecord, FencingToken, SiteState, Verdict};
+pub use wire::{Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};

@@ -1,0 +1,269 @@
+//! The daemon both binaries run: open storage, start the transport and the status
+//! socket, then drive the raft node from one task until told to stop.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use raft::StateRole;
+use sitewatch_proto::state::Applied;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior, interval};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::{Config, Role};
+use crate::node::{Node, NodeSettings, NodeStatus};
+use crate::status::{self, NodeInfo, QuorumInfo, RaftInfo, SiteInfo, StatusReport};
+use crate::storage::{LogStore, RedbStore};
+use crate::tls::TlsIdentity;
+use crate::transport::Transport;
+use crate::{logging, node};
+
+/// How long shutdown waits for tasks to finish before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const INBOUND_QUEUE: usize = 1024;
+
+/// Raft settings for this node from its config.
+pub fn node_settings(config: &Config) -> NodeSettings {
+    let me = config.me();
+    NodeSettings {
+        id: me.id,
+        voters: config.members.iter().filter(|m| m.voter).map(|m| m.id).collect(),
+        learners: config.members.iter().filter(|m| !m.voter).map(|m| m.id).collect(),
+        heartbeat_ticks: config.timing.heartbeat_ticks,
+        election_ticks: config.timing.election_ticks,
+        priority: match me.role {
+            Role::Agent => 2,
+            Role::Witness => 1,
+        },
+        snapshot_every: config.timing.snapshot_every,
+    }
+}
+
+/// The whole `main` of `sitewatch-agent` and `sitewatch-witness`.
+pub fn main_for(role: Role, config_path: &Path) -> ExitCode {
+    logging::init("info,raft=warn");
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("stopping on signal");
+            signals.cancel();
+        });
+        run(config, role, cancel).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Run a member until `cancel`. Fails on anything that makes it unsafe to go on
+/// (storage errors above all): systemd restarts it and it recovers from disk.
+pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyhow::Result<()> {
+    let me = config.me().clone();
+    if me.role != role {
+        bail!(
+            "`{}` is a {} in the member list; this binary runs a {role} (use sitewatch-{})",
+            me.name,
+            me.role,
+            me.role
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store_path = config.data_dir.join("raft.redb");
+    let store = RedbStore::open(&store_path)?;
+    let node = Node::open(node_settings(&config), store, rand::random(), &logging::raft_logger())
+        .with_context(|| format!("opening raft state in {}", store_path.display()))?;
+    let tls = TlsIdentity::load(&config.tls, &me.name)?;
+    let config = Arc::new(config);
+    let tracker = TaskTracker::new();
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (transport, bound) =
+        Transport::start(config.clone(), tls, inbound_tx, tracker.clone(), cancel.clone())
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+    let started = Instant::now();
+    let (report_tx, report_rx) = watch::channel(report(&config, &node, &transport, started));
+    status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
+        .with_context(|| format!("status socket {}", config.status_socket.display()))?;
+    let st = node.status();
+    info!(
+        node = %me.name, role = %me.role, listen = %bound, term = st.term, commit = st.commit,
+        applied = st.applied, "started"
+    );
+    let result = raft_loop(node, &config, transport, inbound_rx, report_tx, started, cancel.clone())
+        .instrument(info_span!("raft", node = %me.name))
+        .await;
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        warn!("some tasks did not stop within the grace period");
+    }
+    info!("stopped");
+    result
+}
+
+async fn raft_loop<S: LogStore>(
+    mut node: Node<S>,
+    config: &Config,
+    transport: Transport,
+    mut inbound: mpsc::Receiver<raft::prelude::Message>,
+    reports: watch::Sender<StatusReport>,
+    started: Instant,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = interval(config.timing.tick);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last = node.status();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                node.tick();
+                reports.send_replace(report(config, &node, &transport, started));
+            }
+            Some(m) = inbound.recv() => {
+                if let Err(e) = node.step(m) {
+                    warn!(error = %e, "raft refused a message");
+                }
+            }
+        }
+        let out = node.advance().context("persisting raft state")?;
+        for m in &out.messages {
+            let delivered = transport.send(m);
+            node.report_delivery(m, delivered);
+        }
+        for applied in &out.applied {
+            log_applied(applied);
+        }
+        if out.installed_snapshot {
+            info!(applied = node.status().applied, "installed a snapshot from the leader");
+        }
+        let now = node.status();
+        log_leadership(config, &last, &now);
+        last = now;
+    }
+}
+
+fn log_applied(applied: &Applied) {
+    match applied {
+        Applied::Nothing => {}
+        Applied::Command(rec) => {
+            info!(term = rec.token.term, index = rec.token.index, command = ?rec.command, "committed decision applied");
+        }
+        Applied::Undecodable { token, error } => {
+            error!(term = token.term, index = token.index, error = %error, "committed entry cannot be read; skipped on every node");
+        }
+    }
+}
+
+/// One greppable line per leadership change.
+fn log_leadership(config: &Config, before: &NodeStatus, now: &NodeStatus) {
+    if before.leader == now.leader && before.term == now.term && before.role == now.role {
+        return;
+    }
+    if before.leader == now.leader && now.role != StateRole::Leader && before.role != StateRole::Leader {
+        return; // candidate/follower churn inside the same leaderless stretch
+    }
+    let name = |id: u64| config.member_by_id(id).map_or_else(|| "none".to_string(), |m| m.name.clone());
+    if now.leader == raft::INVALID_ID {
+        warn!(term = now.term, previous_leader = %name(before.leader), "leadership changed: no leader, not quorate");
+    } else {
+        info!(term = now.term, leader = %name(now.leader), role = %role_name(now.role), "leadership changed");
+    }
+}
+
+pub fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre-candidate",
+    }
+}
+
+fn report<S: LogStore>(
+    config: &Config,
+    node: &Node<S>,
+    transport: &Transport,
+    started: Instant,
+) -> StatusReport {
+    let me = config.me();
+    let st: node::NodeStatus = node.status();
+    let peers = transport.peers();
+    let voters = config.members.iter().filter(|m| m.voter).count();
+    let voters_reachable = usize::from(me.voter) + peers.iter().filter(|p| p.voter && p.connected).count();
+    let leader = (st.leader != raft::INVALID_ID).then_some(st.leader);
+    let state = node.state();
+    StatusReport {
+        schema_version: status::SCHEMA_VERSION,
+        cluster_id: config.cluster_id.clone(),
+        node: NodeInfo {
+            name: me.name.clone(),
+            id: me.id,
+            role: me.role,
+            voter: me.voter,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: started.elapsed().as_secs(),
+        },
+        raft: RaftInfo {
+            state: role_name(st.role).to_string(),
+            term: st.term,
+            leader_id: leader,
+            leader_name: leader.and_then(|id| config.member_by_id(id)).map(|m| m.name.clone()),
+            commit: st.commit,
+            applied: st.applied,
+            last_index: st.last_index,
+        },
+        quorum: QuorumInfo { quorate: leader.is_some(), voters, voters_reachable },
+        site: SiteInfo {
+            verdict: state.verdict,
+            desired_capacity: state.desired_capacity,
+            reasons: state.reasons.clone(),
+            decision: state.decision,
+            hold: state.hold,
+        },
+        peers,
+    }
+}

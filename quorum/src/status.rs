@@ -1,0 +1,191 @@
+//! The local status socket: a Unix socket under the runtime directory (mode 0660) that
+//! answers one length-prefixed JSON request with one length-prefixed JSON report. It
+//! answers from the node's own view, quorum or not.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use sitewatch_proto::{FencingToken, Verdict};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::timeout;
+use tokio_serde::formats::SymmetricalJson;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::Role;
+use crate::transport::PeerStatus;
+
+/// Bumped when a field changes meaning or disappears; new fields do not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+const MAX_REQUEST: usize = 64 * 1024;
+const MAX_REPORT: usize = 4 * 1024 * 1024;
+const MAX_CLIENTS: usize = 16;
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub schema_version: u32,
+    pub cluster_id: String,
+    pub node: NodeInfo,
+    pub raft: RaftInfo,
+    pub quorum: QuorumInfo,
+    pub site: SiteInfo,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub id: u64,
+    pub role: Role,
+    pub voter: bool,
+    pub version: String,
+    pub uptime_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaftInfo {
+    /// leader, follower, candidate or pre-candidate.
+    pub state: String,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub leader_name: Option<String>,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuorumInfo {
+    /// A leader is known in the current term: the cluster can commit decisions.
+    pub quorate: bool,
+    pub voters: usize,
+    /// Voters this node can reach, itself included.
+    pub voters_reachable: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteInfo {
+    pub verdict: Verdict,
+    pub desired_capacity: u32,
+    pub reasons: Vec<String>,
+    /// The committed entry behind the verdict in force.
+    pub decision: Option<FencingToken>,
+    pub hold: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot reach the daemon at {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("status socket {path}: {detail}")]
+    Protocol { path: PathBuf, detail: String },
+}
+
+fn codec(max: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(max).new_codec()
+}
+
+/// Bind the socket and answer clients until `cancel`.
+pub fn serve(
+    path: &Path,
+    reports: watch::Receiver<StatusReport>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A stale socket from a killed daemon would make bind fail.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let inner_tracker = tracker.clone();
+    let path = path.to_owned();
+    tracker.spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => { warn!(error = %e, "status socket accept failed"); continue; }
+                },
+            };
+            let Ok(permit) = clients.clone().try_acquire_owned() else {
+                debug!("too many status clients; closing one");
+                continue;
+            };
+            let reports = reports.clone();
+            inner_tracker.spawn(async move {
+                if let Err(e) =
+                    timeout(CLIENT_TIMEOUT, answer(stream, reports)).await.unwrap_or(Err("timed out".into()))
+                {
+                    debug!(error = %e, "status client");
+                }
+                drop(permit);
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+async fn answer(stream: UnixStream, reports: watch::Receiver<StatusReport>) -> Result<(), String> {
+    let (read, write) = stream.into_split();
+    let mut requests = tokio_serde::SymmetricallyFramed::new(
+        tokio_util::codec::FramedRead::new(read, codec(MAX_REQUEST)),
+        SymmetricalJson::<Request>::default(),
+    );
+    let mut replies = tokio_serde::SymmetricallyFramed::new(
+        tokio_util::codec::FramedWrite::new(write, codec(MAX_REPORT)),
+        SymmetricalJson::<StatusReport>::default(),
+    );
+    while let Some(req) = requests.next().await {
+        match req.map_err(|e| format!("bad request: {e}"))? {
+            Request::Status => {
+                let report = reports.borrow().clone();
+                replies.send(report).await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ask the daemon behind `path` for its status.
+pub async fn query(path: &Path) -> Result<StatusReport, StatusError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| StatusError::Connect { path: path.to_owned(), source })?;
+    let protocol = |detail: String| StatusError::Protocol { path: path.to_owned(), detail };
+    let framed = Framed::new(stream, codec(MAX_REPORT));
+    let mut conn =
+        tokio_serde::Framed::new(framed, tokio_serde::formats::Json::<StatusReport, Request>::default());
+    timeout(CLIENT_TIMEOUT, async {
+        conn.send(Request::Status).await.map_err(|e| protocol(e.to_string()))?;
+        match conn.next().await {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => Err(protocol(format!("unreadable report: {e}"))),
+            None => Err(protocol("closed without a report".into())),
+        }
+    })
+    .await
+    .map_err(|_| protocol("no answer within 5 s".into()))?
+}
