@@ -256,7 +256,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 
 async fn accept_one(inner: &Inner, acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<(Wire, Member), String> {
     let _ = tcp.set_nodelay(true);
-    let tls = acceptor.accept(Counted::new(tcp)).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let tls = acceptor.accept(Counted::new(tcp)).await.map_err(|e| handshake_error(&e))?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
     let mut wire = wire(TlsStream::Server(tls));
     let hello = match wire.next().await {
@@ -275,6 +275,16 @@ async fn accept_one(inner: &Inner, acceptor: &TlsAcceptor, tcp: TcpStream) -> Re
     }
     wire.send(Frame::Hello(inner.hello.clone())).await.map_err(|e| format!("sending hello: {e}"))?;
     Ok((wire, peer))
+}
+
+fn handshake_error(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        // rustls says only "tls handshake eof" when the other side hung up mid-handshake,
+        // which is what a peer does when it does not trust our certificate.
+        "TLS handshake failed: the peer closed the connection (does it trust this node's CA?)".into()
+    } else {
+        format!("TLS handshake failed: {e}")
+    }
 }
 
 /// Tell the peer why, then give the reason back for our own log line.
@@ -368,7 +378,7 @@ async fn dial_one(inner: &Inner, peer: &Member) -> Result<Wire, String> {
     let tls = TlsConnector::from(inner.tls.client.clone())
         .connect(name, Counted::new(tcp))
         .await
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        .map_err(|e| handshake_error(&e))?;
     let mut wire = wire(TlsStream::Client(tls));
     wire.send(Frame::Hello(inner.hello.clone())).await.map_err(|e| format!("sending hello: {e}"))?;
     match wire.next().await {

@@ -1,1 +1,244 @@
-//! Helpers for the end-to-end tests.
+//! A harness for end-to-end tests: a cluster of real `sitewatch-agent` and
+//! `sitewatch-witness` processes on loopback, bootstrapped with the real `sitewatch ca` and
+//! `sitewatch cert` commands, observed through the real `sitewatch status --json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding the workspace's binaries (`target/debug` for `cargo test`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent().and_then(Path::parent).expect("target directory").to_owned()
+}
+
+/// Build the daemons and the CLI once per test process, so a test never runs a stale
+/// binary (`cargo test -p sitewatch-tests` alone would not rebuild them).
+fn ensure_built() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let Some(cargo) = std::env::var_os("CARGO") else { return };
+        let mut cmd = Command::new(cargo);
+        // Drop what cargo set for this test crate: ring's build script reruns when
+        // CARGO_MANIFEST_DIR changes, which would rebuild half the tree on every run.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let per_crate = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+                "CARGO_BIN_",
+                "CARGO_TARGET_TMPDIR",
+            ];
+            if per_crate.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
+                cmd.env_remove(&key);
+            }
+        }
+        // --workspace: the same feature set as `cargo test --workspace`, so nothing is rebuilt.
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        if bin_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    ensure_built();
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: build it with `cargo build --workspace --bins`", path.display());
+    path
+}
+
+/// Run `sitewatch ARGS` to completion.
+pub fn sitewatch(args: &[&str]) -> Output {
+    Command::new(bin("sitewatch")).args(args).output().expect("run sitewatch")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Poll `f` every 50 ms until it returns Some, or panic after `limit` saying `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Clone)]
+pub struct MemberSpec {
+    pub name: String,
+    pub id: u64,
+    pub role: &'static str,
+    pub voter: bool,
+    pub port: u16,
+}
+
+/// One member's files and, while it runs, its process.
+pub struct Node {
+    pub spec: MemberSpec,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.spec.name);
+        let binary = if self.spec.role == "witness" { "sitewatch-witness" } else { "sitewatch-agent" };
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(bin(binary))
+            .arg("--config")
+            .arg(&self.config)
+            .env("SITEWATCH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `sitewatch status --json` against this node; None when it does not answer.
+    pub fn status(&self) -> Option<Value> {
+        let sock = self.socket.to_str().expect("utf-8 path");
+        let out = sitewatch(&["status", "--json", "--socket", sock]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Two agents and a witness, bootstrapped but not started.
+    pub fn three() -> Cluster {
+        Cluster::new(&[("agent-1", "agent", true), ("agent-2", "agent", true), ("witness", "witness", true)])
+    }
+
+    pub fn new(members: &[(&str, &'static str, bool)]) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("sitewatch-e2e-").tempdir().expect("tempdir");
+        let ca = dir.path().join("ca");
+        let out = sitewatch(&["ca", "init", "--dir", ca.to_str().expect("utf-8"), "--cluster-id", "e2e"]);
+        assert!(out.status.success(), "ca init: {}", String::from_utf8_lossy(&out.stderr));
+        let specs: Vec<MemberSpec> = members
+            .iter()
+            .enumerate()
+            .map(|(i, (name, role, voter))| MemberSpec {
+                name: name.to_string(),
+                id: i as u64 + 1,
+                role,
+                voter: *voter,
+                port: free_port(),
+            })
+            .collect();
+        let nodes = specs.iter().map(|s| make_node(dir.path(), &ca, s, &specs, "e2e")).collect();
+        Cluster { dir, ca, nodes }
+    }
+
+    pub fn start_all(&mut self) {
+        for n in &mut self.nodes {
+            n.start();
+        }
+    }
+
+    pub fn node(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.spec.name == name).expect("member name")
+    }
+
+    /// The leader every running node agrees on, with its term.
+    pub fn agreed_leader(&self) -> Option<(String, u64)> {
+        let mut agreed: Option<(String, u64)> = None;
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            let s = n.status()?;
+            let leader = s["raft"]["leader_name"].as_str()?.to_string();
+            let term = s["raft"]["term"].as_u64()?;
+            match &agreed {
+                None => agreed = Some((leader, term)),
+                Some(a) if *a == (leader.clone(), term) => {}
+                Some(_) => return None,
+            }
+        }
+        agreed
+    }
+
+    pub fn wait_leader(&self, limit: Duration) -> (String, u64) {
+        wait_for(limit, "an agreed leader", || self.agreed_leader())
+    }
+}
+
+/// Issue the member's certificate and write its config, as an operator would.
+pub fn make_node(root: &Path, ca: &Path, me: &MemberSpec, all: &[MemberSpec], cluster_id: &str) -> Node {
+    let dir = root.join(&me.name);
+    let out = sitewatch(&[
+        "cert",
+        "issue",
+        &me.name,
+        "--ca",
+        ca.to_str().expect("utf-8"),
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "cert issue: {}", String::from_utf8_lossy(&out.stderr));
+    let socket = dir.join("status.sock");
+    let mut text = format!(
+        "cluster-id = \"{cluster_id}\"\nnode = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\
+         data-dir = \"{data}\"\nstatus-socket = \"{sock}\"\n\n[tls]\nca = \"{ca}\"\n\
+         cert = \"{dir}/{name}.pem\"\nkey = \"{dir}/{name}.key\"\n",
+        name = me.name,
+        port = me.port,
+        data = dir.join("data").display(),
+        sock = socket.display(),
+        ca = ca.join("ca.pem").display(),
+        dir = dir.display(),
+    );
+    for m in all {
+        text.push_str(&format!(
+            "\n[[member]]\nname = \"{}\"\nid = {}\naddress = \"127.0.0.1:{}\"\nrole = \"{}\"\nvoter = {}\n",
+            m.name, m.id, m.port, m.role, m.voter
+        ));
+    }
+    let config = dir.join("config.toml");
+    fs::write(&config, text).expect("write config");
+    let log = dir.join("daemon.log");
+    Node { spec: me.clone(), dir, config, socket, log, child: None }
+}
