@@ -83,12 +83,9 @@ pub struct Node<S: LogStore> {
     store: S,
     state: SiteState,
     settings: NodeSettings,
-    /// raft-rs draws election timeouts from the thread RNG. We pin its timeout to
-    /// `election_ticks` and add our own random delay by withholding that many ticks from
-    /// a follower whose timer just restarted, so a simulation seed replays exactly.
+    /// raft-rs draws election timeouts from the thread RNG; we overwrite each draw with
+    /// one from this seeded RNG, so a simulation seed replays exactly.
     rng: ChaCha8Rng,
-    withheld_ticks: usize,
-    timer_restarted: bool,
 }
 
 impl<S: LogStore> Node<S> {
@@ -135,8 +132,13 @@ impl<S: LogStore> Node<S> {
             id: settings.id,
             election_tick: settings.election_ticks,
             heartbeat_tick: settings.heartbeat_ticks,
-            min_election_tick: settings.election_ticks,
-            max_election_tick: settings.election_ticks + 1,
+            // One tick above election_tick: a follower stops honouring the old leader's
+            // lease after election_tick ticks, so by the time the first candidate asks,
+            // every other follower has stopped ignoring votes, whatever their tick phase.
+            // Without this, a first campaign often fails and failover costs another
+            // full timeout.
+            min_election_tick: settings.election_ticks + 1,
+            max_election_tick: 2 * settings.election_ticks + 1,
             applied,
             check_quorum: true,
             pre_vote: true,
@@ -146,15 +148,7 @@ impl<S: LogStore> Node<S> {
             ..Default::default()
         };
         let raw = RawNode::new(&config, LogCache::from_persisted(persisted), logger)?;
-        let mut node = Node {
-            raw,
-            store,
-            state,
-            settings,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            withheld_ticks: 0,
-            timer_restarted: false,
-        };
+        let mut node = Node { raw, store, state, settings, rng: ChaCha8Rng::seed_from_u64(seed) };
         node.draw_election_timeout();
         Ok(node)
     }
@@ -192,10 +186,6 @@ impl<S: LogStore> Node<S> {
 
     /// One clock tick (the configured tick period has passed).
     pub fn tick(&mut self) {
-        if self.withheld_ticks > 0 && !self.is_leader() {
-            self.withheld_ticks -= 1;
-            return;
-        }
         self.raw.tick();
         self.draw_election_timeout();
     }
@@ -342,14 +332,17 @@ impl<S: LogStore> Node<S> {
         self.persist(WriteBatch { snapshot: Some(SnapshotWrite::Compact(snap)), ..Default::default() })
     }
 
-    /// When a follower's election timer restarts (a new term, a leader's message), draw
-    /// how many extra ticks it waits: [0, election_ticks), as raft-rs would.
+    /// Whenever a follower's election timer is at zero (raft-rs just reset it, drawing
+    /// from the thread RNG, or a leader's message restarted it), draw its timeout from
+    /// our own RNG, in the range raft-rs was given (see `open`). Deciding on
+    /// `election_elapsed == 0` alone, never on the value raft drew, keeps replays exact;
+    /// the draw happens before any further tick, so raft's own value is never used.
     fn draw_election_timeout(&mut self) {
-        let restarted = self.raw.raft.election_elapsed == 0;
-        if restarted && !self.timer_restarted {
-            self.withheld_ticks = self.rng.random_range(0..self.settings.election_ticks);
+        if self.raw.raft.election_elapsed == 0 && !self.is_leader() {
+            let e = self.settings.election_ticks;
+            let t = self.rng.random_range(e + 1..2 * e + 1);
+            self.raw.raft.set_randomized_election_timeout(t);
         }
-        self.timer_restarted = restarted;
     }
 }
 

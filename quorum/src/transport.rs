@@ -513,7 +513,7 @@ async fn send_frame(wire: &mut Wire, frame: Frame, limit: Duration) -> Result<()
 
 /// A TCP stream that counts the bytes it carries (TLS included), for the status and
 /// the footprint benchmark.
-pub struct Counted<S> {
+struct Counted<S> {
     inner: S,
     counters: Arc<Counters>,
 }

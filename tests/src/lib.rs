@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The directory holding the workspace's binaries (`target/debug` for `cargo test`).
+/// The directory holding the workspace's binaries: `target/<profile>` for a test
+/// (which runs from `target/<profile>/deps`) or for a bench binary beside them.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("target directory").to_owned()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    if dir.ends_with("deps") { dir.parent().expect("target directory").to_owned() } else { dir.to_owned() }
 }
 
 /// Build the daemons and the CLI once per test process, so a test never runs a stale
@@ -132,6 +133,27 @@ impl Node {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// The status straight from the socket, without spawning the CLI: for polling
+    /// tightly in benchmarks (the wire format is the CLI's: length-prefixed JSON).
+    pub fn status_raw(&self) -> Option<Value> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let req = br#"{"query":"status"}"#;
+        s.write_all(&(req.len() as u32).to_be_bytes()).ok()?;
+        s.write_all(req).ok()?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -185,11 +207,20 @@ impl Cluster {
         self.nodes.iter_mut().find(|n| n.spec.name == name).expect("member name")
     }
 
-    /// The leader every running node agrees on, with its term.
+    /// The leader every running node agrees on, with its term (asked through the CLI).
     pub fn agreed_leader(&self) -> Option<(String, u64)> {
+        self.agreed_leader_by(Node::status)
+    }
+
+    /// The same, asked straight on the sockets.
+    pub fn agreed_leader_raw(&self) -> Option<(String, u64)> {
+        self.agreed_leader_by(Node::status_raw)
+    }
+
+    fn agreed_leader_by(&self, status: impl Fn(&Node) -> Option<Value>) -> Option<(String, u64)> {
         let mut agreed: Option<(String, u64)> = None;
         for n in self.nodes.iter().filter(|n| n.is_running()) {
-            let s = n.status()?;
+            let s = status(n)?;
             let leader = s["raft"]["leader_name"].as_str()?.to_string();
             let term = s["raft"]["term"].as_u64()?;
             match &agreed {

@@ -174,7 +174,18 @@ fn hostile_connections_are_refused_with_one_line_each_and_harm_nothing() {
     }
     assert!(closed_by_peer(&mut s));
 
-    // 3. A proper hello, then an oversized frame: the connection is closed.
+    // 3. The right cluster, but another member list: refused, both sides told why.
+    let mut s = tls_client(&c, &spare_dir, "spare", witness_port);
+    write_frame(
+        &mut s,
+        &Frame::Hello(Hello { cluster_id: "e2e".into(), members_digest: 7, ..hello.clone() }),
+    );
+    match read_frame(&mut s) {
+        Some(Frame::Reject { reason }) => assert!(reason.contains("member list differs"), "{reason}"),
+        other => panic!("expected a reject, got {other:?}"),
+    }
+
+    // 4. A proper hello, then an oversized frame: the connection is closed.
     let mut s = tls_client(&c, &spare_dir, "spare", witness_port);
     write_frame(&mut s, &Frame::Hello(Hello { cluster_id: "e2e".into(), ..hello.clone() }));
     assert!(matches!(read_frame(&mut s), Some(Frame::Hello(h)) if h.node_name == "witness"));
@@ -183,7 +194,7 @@ fn hostile_connections_are_refused_with_one_line_each_and_harm_nothing() {
     s.flush().expect("flush");
     assert!(closed_by_peer(&mut s), "an oversized frame must close the connection");
 
-    // 4. A client certificate from another CA, named like a member: refused in the
+    // 5. A client certificate from another CA, named like a member: refused in the
     // handshake by the witness itself.
     let other_ca = c.dir.path().join("other-ca");
     let forged = c.dir.path().join("forged");
@@ -194,7 +205,7 @@ fn hostile_connections_are_refused_with_one_line_each_and_harm_nothing() {
     let sent = s.write_all(b"x").and_then(|_| s.flush());
     assert!(sent.is_err() || closed_by_peer(&mut s), "a foreign client certificate must be refused");
 
-    // 5. A real daemon posing as agent-2 with a certificate from another CA.
+    // 6. A real daemon posing as agent-2 with a certificate from another CA.
     let mut spec = c.node("agent-2").spec.clone();
     spec.port = sitewatch_tests::free_port();
     let specs: Vec<_> = c.nodes.iter().map(|n| n.spec.clone()).collect();
@@ -205,12 +216,13 @@ fn hostile_connections_are_refused_with_one_line_each_and_harm_nothing() {
 
     let logs = wait_for(Duration::from_secs(10), "the witness to refuse both foreign certificates", || {
         let l = c.node("witness").logs();
-        (count(&l, refused) >= before + 4).then_some(l)
+        (count(&l, refused) >= before + 5).then_some(l)
     });
     let lines: Vec<&str> = logs.lines().filter(|l| l.contains(refused)).collect();
     let has = |what: &str| lines.iter().any(|l| l.contains(what));
     assert!(has("TLS handshake failed: received corrupt message"), "garbage is named:\n{logs}");
     assert!(has("belongs to cluster `someone-else`"), "the wrong cluster id is named:\n{logs}");
+    assert!(has("its member list differs from ours"), "the member list mismatch is named:\n{logs}");
     assert!(has("invalid peer certificate: UnknownIssuer"), "the foreign CA is named:\n{logs}");
     // The impostor distrusts the witness's certificate: it either says so with an alert or
     // hangs up mid-handshake, depending on timing.
