@@ -17,6 +17,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Role};
 use crate::node::{Node, NodeSettings, NodeStatus};
+use crate::notify::Notifier;
 use crate::status::{self, NodeInfo, QuorumInfo, RaftInfo, SiteInfo, StatusReport};
 use crate::storage::{LogStore, RedbStore};
 use crate::tls::TlsIdentity;
@@ -125,6 +126,7 @@ pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyho
             .with_context(|| format!("listening on {}", config.listen))?;
     let started = Instant::now();
     let (report_tx, report_rx) = watch::channel(report(&config, &node, &transport, started));
+    let mut publisher = Publisher { reports: report_tx, started, notifier: Notifier::from_env() };
     status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
     let st = node.status();
@@ -132,9 +134,12 @@ pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyho
         node = %me.name, role = %me.role, listen = %bound, term = st.term, commit = st.commit,
         applied = st.applied, "started"
     );
-    let result = raft_loop(node, &config, transport, inbound_rx, report_tx, started, cancel.clone())
+    // Storage is open and the socket is bound: systemd may now start what depends on us.
+    publisher.notifier.ready();
+    let result = raft_loop(node, &config, transport, inbound_rx, &mut publisher, cancel.clone())
         .instrument(info_span!("raft", node = %me.name))
         .await;
+    publisher.notifier.stopping();
     cancel.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
@@ -149,8 +154,7 @@ async fn raft_loop<S: LogStore>(
     config: &Config,
     transport: Transport,
     mut inbound: mpsc::Receiver<raft::prelude::Message>,
-    reports: watch::Sender<StatusReport>,
-    started: Instant,
+    publisher: &mut Publisher,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = interval(config.timing.tick);
@@ -159,9 +163,9 @@ async fn raft_loop<S: LogStore>(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => {
+            now = tick.tick() => {
                 node.tick();
-                reports.send_replace(report(config, &node, &transport, started));
+                publisher.publish(config, &node, &transport, now);
             }
             Some(m) = inbound.recv() => {
                 if let Err(e) = node.step(m) {
@@ -212,6 +216,36 @@ fn log_leadership(config: &Config, before: &NodeStatus, now: &NodeStatus) {
     } else {
         info!(term = now.term, leader = %name(now.leader), role = %role_name(now.role), "leadership changed");
     }
+}
+
+/// Where the node's state goes out every tick: the status socket's report, and
+/// systemd's STATUS= line and watchdog.
+struct Publisher {
+    reports: watch::Sender<StatusReport>,
+    started: Instant,
+    notifier: Notifier,
+}
+
+impl Publisher {
+    fn publish<S: LogStore>(&mut self, config: &Config, node: &Node<S>, transport: &Transport, now: Instant) {
+        let report = report(config, node, transport, self.started);
+        self.notifier.status(&status_line(&report));
+        // Petted from the raft loop itself: if this loop wedges, systemd restarts us.
+        self.notifier.pet(now);
+        self.reports.send_replace(report);
+    }
+}
+
+/// The one line `systemctl status` shows.
+fn status_line(r: &StatusReport) -> String {
+    let quorum = match &r.raft.leader_name {
+        Some(leader) => format!("leader {leader} (term {})", r.raft.term),
+        None => format!("NO LEADER (term {})", r.raft.term),
+    };
+    format!(
+        "{quorum}, voters reachable {}/{}; verdict {}, desired capacity {}",
+        r.quorum.voters_reachable, r.quorum.voters, r.site.verdict, r.site.desired_capacity
+    )
 }
 
 pub fn role_name(role: StateRole) -> &'static str {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod node;
+pub mod notify;
 pub mod status;
 pub mod storage;
 pub mod tls;

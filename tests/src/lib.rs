@@ -100,6 +100,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Start with extra environment variables (e.g. systemd's NOTIFY_SOCKET).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "{} is already running", self.spec.name);
         let binary = if self.spec.role == "witness" { "sitewatch-witness" } else { "sitewatch-agent" };
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
@@ -107,6 +112,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .env("SITEWATCH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -120,6 +126,14 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGTERM, as systemd stops a service; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let status = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        c.wait().expect("wait for the daemon")
     }
 
     pub fn is_running(&self) -> bool {
