@@ -202,6 +202,20 @@ pub fn render(r: &StatusReport) -> String {
         q.voters
     );
     let _ = writeln!(out, "raft     {}, commit {}, applied {}", r.raft.state, r.raft.commit, r.raft.applied);
+    if let Some(o) = &r.observation {
+        let h = &o.host;
+        let down = h.going_down.as_ref().map_or(String::new(), |g| format!(", GOING DOWN ({g:?})"));
+        let _ = writeln!(
+            out,
+            "host     up {}, load {:.2} {:.2} {:.2}, memory {} of {} MiB free{down}",
+            uptime(h.uptime_s),
+            h.load[0],
+            h.load[1],
+            h.load[2],
+            h.memory_available_kib / 1024,
+            h.memory_total_kib / 1024
+        );
+    }
     let _ = writeln!(
         out,
         "\n{:<16} {:<8} {:<7} {:<12} {:>9} {:>13}",
@@ -223,4 +237,12 @@ pub fn render(r: &StatusReport) -> String {
         );
     }
     out
+}
+
+fn uptime(s: u64) -> String {
+    match s {
+        0..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::{cli, pki};
+use crate::{cli, observer, pki};
 
 const MEMBERS: [(&str, u64, Role); 3] =
     [("agent-1", 1, Role::Agent), ("agent-2", 2, Role::Agent), ("witness", 3, Role::Witness)];
@@ -52,7 +52,9 @@ impl Member {
     fn start(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.config)?;
         self.stop = CancellationToken::new();
-        self.task = Some(tokio::spawn(daemon::run(config, self.role, self.stop.clone())));
+        let local = (self.role == Role::Agent)
+            .then(|| observer::start(&config, config.timing.observe_interval, self.stop.clone()));
+        self.task = Some(tokio::spawn(daemon::run(config, self.role, local, self.stop.clone())));
         Ok(())
     }
 

@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod demo;
 pub mod host;
+pub mod observer;
 pub mod pki;

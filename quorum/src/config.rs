@@ -92,6 +92,9 @@ pub struct Timing {
     pub peer_timeout: Duration,
     /// Take a snapshot of the site state and compact the log every this many entries.
     pub snapshot_every: u64,
+    /// An agent assembles and publishes one observation of its site this often.
+    #[serde(with = "humantime_serde")]
+    pub observe_interval: Duration,
 }
 
 impl Default for Timing {
@@ -103,6 +106,7 @@ impl Default for Timing {
             ping_interval: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(5),
             snapshot_every: 1000,
+            observe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -232,6 +236,9 @@ impl Config {
         }
         if t.peer_timeout <= t.ping_interval {
             return at(vec![Key("timing"), Key("peer-timeout")], "must be longer than ping-interval".into());
+        }
+        if t.observe_interval.is_zero() {
+            return at(vec![Key("timing"), Key("observe-interval")], "must be above zero".into());
         }
         if t.snapshot_every == 0 {
             return at(vec![Key("timing"), Key("snapshot-every")], "must be at least 1".into());

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use raft::StateRole;
+use sitewatch_proto::observation::Observation;
 use sitewatch_proto::state::Applied;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval};
@@ -45,8 +46,12 @@ pub fn node_settings(config: &Config) -> NodeSettings {
     }
 }
 
+/// Starts what a daemon runs beside its raft node (the agent's sensors) inside the
+/// runtime, and hands back its observations; the witness observes nothing.
+pub type StartLocal = fn(&Config, CancellationToken) -> Option<watch::Receiver<Observation>>;
+
 /// The whole `main` of `sitewatch-agent` and `sitewatch-witness`.
-pub fn main_for(role: Role, config_path: &Path) -> ExitCode {
+pub fn main_for(role: Role, config_path: &Path, start_local: StartLocal) -> ExitCode {
     logging::init("info,raft=warn");
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -71,7 +76,8 @@ pub fn main_for(role: Role, config_path: &Path) -> ExitCode {
             info!("stopping on signal");
             signals.cancel();
         });
-        run(config, role, cancel).await
+        let local = start_local(&config, cancel.clone());
+        run(config, role, local, cancel).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,7 +106,12 @@ async fn wait_for_signal() {
 
 /// Run a member until `cancel`. Fails on anything that makes it unsafe to go on
 /// (storage errors above all): systemd restarts it and it recovers from disk.
-pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    role: Role,
+    local: Option<watch::Receiver<Observation>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let me = config.me().clone();
     if me.role != role {
         bail!(
@@ -125,8 +136,8 @@ pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyho
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
     let started = Instant::now();
-    let (report_tx, report_rx) = watch::channel(report(&config, &node, &transport, started));
-    let mut publisher = Publisher { reports: report_tx, started, notifier: Notifier::from_env() };
+    let (report_tx, report_rx) = watch::channel(report(&config, &node, &transport, started, None));
+    let mut publisher = Publisher { reports: report_tx, started, notifier: Notifier::from_env(), local };
     status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
     let st = node.status();
@@ -224,11 +235,13 @@ struct Publisher {
     reports: watch::Sender<StatusReport>,
     started: Instant,
     notifier: Notifier,
+    local: Option<watch::Receiver<Observation>>,
 }
 
 impl Publisher {
     fn publish<S: LogStore>(&mut self, config: &Config, node: &Node<S>, transport: &Transport, now: Instant) {
-        let report = report(config, node, transport, self.started);
+        let observation = self.local.as_ref().map(|rx| rx.borrow().clone());
+        let report = report(config, node, transport, self.started, observation);
         self.notifier.status(&status_line(&report));
         // Petted from the raft loop itself: if this loop wedges, systemd restarts us.
         self.notifier.pet(now);
@@ -262,6 +275,7 @@ fn report<S: LogStore>(
     node: &Node<S>,
     transport: &Transport,
     started: Instant,
+    observation: Option<Observation>,
 ) -> StatusReport {
     let me = config.me();
     let st: node::NodeStatus = node.status();
@@ -299,5 +313,6 @@ fn report<S: LogStore>(
             hold: state.hold,
         },
         peers,
+        observation,
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use sitewatch_proto::observation::Observation;
 use sitewatch_proto::{FencingToken, Verdict};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -45,6 +46,8 @@ pub struct StatusReport {
     pub quorum: QuorumInfo,
     pub site: SiteInfo,
     pub peers: Vec<PeerStatus>,
+    /// This agent's latest observation of its own site; none on a witness.
+    pub observation: Option<Observation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -27,6 +27,20 @@ fn elects_fails_over_after_kill_9_and_the_killed_node_catches_up() {
         let s = n.status().expect("status");
         assert_eq!(s["schema_version"], 1);
         assert_eq!(s["quorum"]["quorate"], true);
+        let observation = &s["observation"];
+        if n.spec.role == "witness" {
+            assert!(observation.is_null(), "the witness observes nothing of the site: {observation}");
+        } else {
+            assert_eq!(observation["node"], n.spec.name.as_str());
+            assert!(observation["host"]["uptime_s"].as_u64().is_some_and(|u| u > 0), "{observation}");
+            let seq = observation["seq"].as_u64().expect("seq");
+            let later = wait_for(Duration::from_secs(5), "a newer observation", || {
+                let s = n.status()?;
+                let next = s["observation"]["seq"].as_u64()?;
+                (next > seq).then_some(next)
+            });
+            assert!(later > seq);
+        }
     }
 
     c.node(&first).kill9();

@@ -15,5 +15,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sitewatch_quorum::daemon::main_for(Role::Witness, &args.config)
+    // The witness observes nothing of the site; its own links count as evidence.
+    sitewatch_quorum::daemon::main_for(Role::Witness, &args.config, |_, _| None)
 }

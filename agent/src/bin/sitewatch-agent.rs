@@ -15,5 +15,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sitewatch_quorum::daemon::main_for(Role::Agent, &args.config)
+    sitewatch_quorum::daemon::main_for(Role::Agent, &args.config, |config, cancel| {
+        Some(sitewatch_agent::observer::start(config, config.timing.observe_interval, cancel))
+    })
 }

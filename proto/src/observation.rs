@@ -1,0 +1,19 @@
+//! One agent's view of its site at one moment: what it sends the leader about once a
+//! second and what its own status shows.
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::HostFacts;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The observing member's name.
+    pub node: String,
+    /// One per observation, from 1 at each agent start; with `host.boot_id` it tells a
+    /// fresh observation from a replayed or reordered one.
+    pub seq: u64,
+    /// The agent's wall clock when taken, for display; freshness is judged by the
+    /// receiver's own clock on arrival, never by this.
+    pub taken_at_unix_ms: u64,
+    pub host: HostFacts,
+}
