@@ -3,6 +3,7 @@
 //! every function here takes its inputs (including "now") as arguments.
 
 pub mod state;
+pub mod ups;
 pub mod wire;
 
 pub use state::{Command, Decision, DecisionRecord, FencingToken, SiteState, Verdict};
