@@ -2,5 +2,7 @@
 //! `sitewatch` operator CLI.
 
 pub mod cli;
+pub mod clock;
 pub mod demo;
 pub mod pki;
+pub mod ups;
