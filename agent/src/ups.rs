@@ -336,8 +336,11 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sitewatch_proto::ups::{POLLED_VARS, StatusFlag};
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+
+    const POLLED_VARS_LEN: usize = POLLED_VARS.len();
 
     #[test]
     fn backoff_is_capped_and_grows() {
@@ -408,6 +411,144 @@ mod tests {
         let e = connection.poll("site").await.unwrap_err();
         assert!(matches!(e, NutError::Timeout { .. }), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A fake upsd that answers GET VAR lines for UPS `site` (status `status`, nothing
+    /// else supported), closing each connection after `answers_per_connection` answers,
+    /// as upsd does to an idle client. With `tls`, it expects STARTTLS first.
+    async fn answering_upsd(
+        status: &'static str,
+        answers_per_connection: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let mut reader = BufReader::new(socket);
+                    let stream: Box<dyn Transport> = match tls {
+                        None => Box::new(reader),
+                        Some(acceptor) => {
+                            let mut line = String::new();
+                            reader.read_line(&mut line).await.unwrap();
+                            assert_eq!(line, "STARTTLS\n");
+                            reader.get_mut().write_all(b"OK STARTTLS\n").await.unwrap();
+                            let Ok(tls) = acceptor.accept(reader.into_inner()).await else { return };
+                            Box::new(BufReader::new(tls))
+                        }
+                    };
+                    let mut lines = BufReader::new(stream).lines();
+                    for _ in 0..answers_per_connection {
+                        let Ok(Some(line)) = lines.next_line().await else { return };
+                        let answer = match line.strip_prefix("GET VAR site ") {
+                            Some("ups.status") => format!("VAR site ups.status \"{status}\"\n"),
+                            Some(_) => "ERR VAR-NOT-SUPPORTED\n".to_owned(),
+                            None => "ERR UNKNOWN-COMMAND\n".to_owned(),
+                        };
+                        lines.get_mut().get_mut().write_all(answer.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    fn monitor_for(config: UpsConfig, tls: Option<TlsConnector>) -> Monitor {
+        let (sender, _) = watch::channel(UpsReadings::new());
+        Monitor {
+            config,
+            tls,
+            clock: Clock::start(),
+            readings: Arc::new(sender),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_close_costs_a_reconnect_not_a_reading() {
+        // One full poll per connection: every later poll finds its connection closed.
+        let (address, connections) = answering_upsd("OL", POLLED_VARS_LEN, None).await;
+        let monitor = monitor_for(config_for(address), None);
+        let mut connection = None;
+        for _ in 0..4 {
+            let state = monitor.poll_once(&mut connection).await;
+            assert!(matches!(&state, UpsState::Data(d) if d.status.has(StatusFlag::OL)), "{state:?}");
+        }
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_hang_up_on_a_fresh_connection_is_unreachable() {
+        // Closes before the first answer: on a connection just made, that is no idle close.
+        let (address, _) = answering_upsd("OL", 0, None).await;
+        let monitor = monitor_for(config_for(address), None);
+        let mut connection = None;
+        let state = monitor.poll_once(&mut connection).await;
+        assert!(
+            matches!(&state, UpsState::Unreachable { error } if error.contains("closed") || error.contains("reset")),
+            "{state:?}"
+        );
+        assert!(connection.is_none(), "a failed connection is dropped");
+    }
+
+    /// A CA, and a server certificate for 127.0.0.1 signed by it.
+    fn test_pki() -> (String, rustls::ServerConfig) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        (ca_pem, server)
+    }
+
+    #[tokio::test]
+    async fn starttls_reads_through_tls_and_checks_the_ca() {
+        let (ca_pem, server) = test_pki();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let (address, _) = answering_upsd("OB", 100, Some(acceptor)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &ca_pem).unwrap();
+        let mut config = config_for(address);
+        config.starttls = true;
+        config.ca = Some(ca.clone());
+
+        let mut connection =
+            NutConnection::connect(&config, Some(&tls_connector(&ca).unwrap())).await.unwrap();
+        let state = connection.poll("site").await.unwrap();
+        assert!(matches!(&state, UpsState::Data(d) if d.status.has(StatusFlag::OB)), "{state:?}");
+
+        // Another CA's certificate is refused.
+        let (other_ca, _) = test_pki();
+        let other = dir.path().join("other.pem");
+        std::fs::write(&other, other_ca).unwrap();
+        let e = NutConnection::connect(&config, Some(&tls_connector(&other).unwrap())).await.err().unwrap();
+        assert!(e.to_string().contains("certificate"), "{e}");
+        // A file without a certificate is a setup error naming the file.
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = tls_connector(&empty).err().unwrap();
+        assert!(matches!(&e, NutError::TlsSetup(m) if m.contains("empty.pem")), "{e}");
     }
 
     #[tokio::test]

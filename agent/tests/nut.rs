@@ -9,6 +9,7 @@
 // Test code: a panic is how a failure is reported.
 #![allow(clippy::unwrap_used)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,7 +50,9 @@ fn skip(reason: &str) -> Option<Nut> {
     if std::env::var_os("SITEWATCH_REQUIRE_NUT").is_some() {
         panic!("SITEWATCH_REQUIRE_NUT is set but {reason}");
     }
-    eprintln!("\n*** SKIPPED: {reason} ***\n");
+    // Straight to the stderr handle, not eprintln!: libtest captures the macros'
+    // output of passing tests, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {reason} ***\n");
     None
 }
 

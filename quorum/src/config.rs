@@ -512,6 +512,19 @@ role = "witness"
     }
 
     #[test]
+    fn the_readme_ups_example_parses() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains("[[ups]]"))
+            .expect("README has a [[ups]] example");
+        let c = parse(&format!("{GOOD}\n{block}")).unwrap();
+        assert_eq!(c.ups[0].name, "rack");
+        assert_eq!(c.ups[0].feeds, ["agent-1", "agent-2"]);
+    }
+
+    #[test]
     fn an_unknown_ups_key_is_named() {
         let e = parse(&format!("{GOOD}\n[[ups]]\nname = \"site\"\npoll = \"1s\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("poll"), "{e}");
