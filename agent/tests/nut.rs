@@ -87,6 +87,22 @@ impl Nut {
     /// Start upsd with one dummy-ups section per name, every UPS on line; None (after a
     /// loud SKIPPED line) when this machine cannot run NUT.
     async fn start(names: &[&str]) -> Option<Nut> {
+        Nut::launch(names, false).await
+    }
+
+    /// As `start`, and upsd offers STARTTLS with a certificate for 127.0.0.1 signed by a
+    /// test CA (see [`Nut::ca`]). Debian builds upsd with NSS: the key goes in an NSS
+    /// database, made with openssl, certutil and pk12util.
+    async fn start_tls(names: &[&str]) -> Option<Nut> {
+        for program in ["/usr/bin/openssl", "/usr/bin/certutil", "/usr/bin/pk12util"] {
+            if !Path::new(program).exists() {
+                return skip(&format!("{program} is missing: apt-get install openssl libnss3-tools"));
+            }
+        }
+        Nut::launch(names, true).await
+    }
+
+    async fn launch(names: &[&str], tls: bool) -> Option<Nut> {
         if !is_root() {
             return skip("the NUT tests need root (drivers and upsd drop to user nut)");
         }
@@ -115,18 +131,25 @@ impl Nut {
         }
         std::fs::write(etc.join("nut.conf"), "MODE=standalone\n").unwrap();
         std::fs::write(etc.join("ups.conf"), ups_conf).unwrap();
-        std::fs::write(
-            etc.join("upsd.conf"),
-            format!("LISTEN 127.0.0.1 {port}\nMAXAGE {MAXAGE_S}\nSTATEPATH {}\n", state.display()),
-        )
-        .unwrap();
+        let mut upsd_conf =
+            format!("LISTEN 127.0.0.1 {port}\nMAXAGE {MAXAGE_S}\nSTATEPATH {}\n", state.display());
+        if tls {
+            upsd_conf.push_str(&nss_database(dir.path()));
+        }
+        std::fs::write(etc.join("upsd.conf"), upsd_conf).unwrap();
         // Nobody logs in (the monitor is an anonymous observer), but upsd wants the file.
         std::fs::write(etc.join("upsd.users"), "[observer]\n    password = secret\n    upsmon secondary\n")
             .unwrap();
         run(Command::new("chown").args(["-R", "root:nut"]).arg(&etc));
         run(Command::new("chmod").arg("750").arg(&etc));
         for entry in std::fs::read_dir(&etc).unwrap() {
-            run(Command::new("chmod").arg("640").arg(entry.unwrap().path()));
+            let path = entry.unwrap().path();
+            run(Command::new("chmod").arg(if path.is_dir() { "750" } else { "640" }).arg(&path));
+        }
+        if tls {
+            for entry in std::fs::read_dir(etc.join("nss")).unwrap() {
+                run(Command::new("chmod").arg("640").arg(entry.unwrap().path()));
+            }
         }
         run(Command::new("chown").arg("nut:nut").arg(&state));
         let now = Instant::now();
@@ -137,6 +160,11 @@ impl Nut {
             nut.wait_for_data(name).await;
         }
         Some(nut)
+    }
+
+    /// The CA that signed upsd's certificate (with `start_tls`).
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("pki").join("ca.pem")
     }
 
     fn etc(&self) -> PathBuf {
@@ -215,6 +243,44 @@ impl Nut {
         slot.1 = Instant::now();
         slot.1
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 under `dir/pki`, the certificate and its key
+/// imported into an NSS database at `dir/etc/nss`; returns upsd.conf's lines for it.
+fn nss_database(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let pki = dir.join("pki");
+    let nss = dir.join("etc").join("nss");
+    std::fs::create_dir(&pki).unwrap();
+    std::fs::create_dir(&nss).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    std::fs::write(pki.join("ca.pem"), &ca_pem).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    std::fs::write(pki.join("upsd.pem"), cert.pem()).unwrap();
+    std::fs::write(pki.join("upsd.key"), key.serialize_pem()).unwrap();
+    std::fs::write(pki.join("dbpass"), "dbpass\n").unwrap();
+    let p12 = pki.join("upsd.p12");
+    run(Command::new("openssl")
+        .args(["pkcs12", "-export", "-name", "upsd", "-passout", "pass:p12pass", "-in"])
+        .arg(pki.join("upsd.pem"))
+        .arg("-inkey")
+        .arg(pki.join("upsd.key"))
+        .arg("-out")
+        .arg(&p12));
+    let db = format!("sql:{}", nss.display());
+    run(Command::new("certutil").args(["-N", "-d", &db, "-f"]).arg(pki.join("dbpass")));
+    run(Command::new("pk12util")
+        .args(["-d", &db, "-W", "p12pass", "-k"])
+        .arg(pki.join("dbpass"))
+        .arg("-i")
+        .arg(&p12));
+    format!("CERTPATH {}\nCERTIDENT \"upsd\" \"dbpass\"\n", nss.display())
 }
 
 /// Send `signal` to `pid`, but only if it is still one of NUT's processes: a pid file
@@ -480,4 +546,32 @@ async fn a_host_on_two_upses_is_on_battery_only_when_both_are() {
         .await;
     assert_eq!(power(&monitors.readings.borrow()), Power::Unknown);
     monitors.stop().await;
+}
+
+#[tokio::test]
+async fn starttls_reads_from_upsd_and_refuses_a_certificate_from_another_ca() {
+    let Some(nut) = Nut::start_tls(&["site"]).await else { return };
+    let config = UpsConfig { starttls: true, ca: Some(nut.ca()), ..nut.config("site") };
+    let mut monitors = Monitors::start(std::slice::from_ref(&config));
+    let reading = monitors
+        .wait_for("site", Duration::from_secs(3), "data over TLS", |r| has_status(r, &[OL], &[]))
+        .await;
+    assert!(reading.is_fresh(reading.observed_at_ms, MAX_AGE));
+    monitors.stop().await;
+
+    // The same upsd, trusted through some other CA: the handshake must fail.
+    let other = tempfile::tempdir().unwrap();
+    write_unrelated_ca(other.path());
+    let connector = sitewatch_agent::ups::tls_connector(&other.path().join("ca.pem")).unwrap();
+    let e = NutConnection::connect(&config, Some(&connector)).await.err().expect("refused");
+    assert!(e.to_string().contains("certificate"), "{e}");
+}
+
+/// Just a CA certificate at `dir/ca.pem`, unrelated to any upsd.
+fn write_unrelated_ca(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    std::fs::write(dir.join("ca.pem"), params.self_signed(&key).unwrap().pem()).unwrap();
 }
