@@ -64,7 +64,7 @@ pub enum NutError {
 impl NutError {
     /// The peer hung up: on a connection that sat idle this is upsd's 60 s idle close,
     /// not a sign that upsd is gone.
-    fn is_hang_up(&self) -> bool {
+    pub fn is_hang_up(&self) -> bool {
         match self {
             NutError::Closed => true,
             NutError::Io(e) => {
@@ -311,9 +311,13 @@ impl Monitor {
         });
     }
 
-    /// One line per change of state (status flags included), not one per poll.
+    /// One line per change of state or status flags, not one per poll (and not per
+    /// change of battery charge or of the wording of a connection error).
     fn log_change(&self, last_seen: &mut Option<String>, state: &UpsState) {
-        let summary = state.to_string();
+        let summary = match state {
+            UpsState::Data(data) => format!("data {}", data.status),
+            other => other.kind().to_owned(),
+        };
         if last_seen.as_deref() == Some(summary.as_str()) {
             return;
         }
