@@ -59,6 +59,8 @@ pub enum NutError {
     StartTls(String),
     #[error("TLS setup: {0}")]
     TlsSetup(String),
+    #[error("UPS `{0}` is configured twice; readings are keyed by UPS name")]
+    Duplicate(String),
 }
 
 impl NutError {
@@ -199,6 +201,10 @@ pub fn spawn_monitors(
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<watch::Receiver<UpsReadings>, NutError> {
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = configs.iter().find(|c| !names.insert(c.name.as_str())) {
+        return Err(NutError::Duplicate(twice.name.clone()));
+    }
     let now = clock.now_ms();
     let initial = configs.iter().map(|c| (c.name.clone(), UpsReading::unknown(&c.name, now))).collect();
     let (sender, receiver) = watch::channel(initial);
@@ -345,6 +351,19 @@ mod tests {
     use tokio::net::TcpListener;
 
     const POLLED_VARS_LEN: usize = POLLED_VARS.len();
+
+    #[tokio::test]
+    async fn monitors_refuse_a_name_twice_and_a_bad_ca() {
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let twice = [UpsConfig::new("a"), UpsConfig::new("a")];
+        let e = spawn_monitors(&twice, Clock::start(), &cancel, &tracker).err().unwrap();
+        assert!(matches!(&e, NutError::Duplicate(name) if name == "a"), "{e}");
+        let bad_ca =
+            UpsConfig { starttls: true, ca: Some("/nonexistent/ca.pem".into()), ..UpsConfig::new("a") };
+        let e = spawn_monitors(&[bad_ca], Clock::start(), &cancel, &tracker).err().unwrap();
+        assert!(matches!(&e, NutError::TlsSetup(m) if m.contains("/nonexistent/ca.pem")), "{e}");
+        assert!(tracker.is_empty(), "nothing started");
+    }
 
     #[test]
     fn backoff_is_capped_and_grows() {

@@ -882,6 +882,18 @@ mod tests {
     }
 
     #[test]
+    fn readings_roundtrip_through_the_wire_encoding() {
+        // Readings will travel as observations inside frames (MessagePack).
+        let data = reading("OB LB ALARM", 1_000);
+        for r in [data.clone(), data.next(UpsState::Unreachable { error: "refused".into() }, 2_000)] {
+            // Frames use the compact encoding, snapshots the named one: both must work.
+            for bytes in [rmp_serde::to_vec(&r).unwrap(), rmp_serde::to_vec_named(&r).unwrap()] {
+                assert_eq!(rmp_serde::from_slice::<UpsReading>(&bytes).unwrap(), r);
+            }
+        }
+    }
+
+    #[test]
     fn feeds_default_to_this_node() {
         let mut a = UpsConfig::new("a");
         a.feeds = vec!["host-1".into(), "host-2".into()];
