@@ -2,7 +2,9 @@
 //! `sitewatch` operator CLI.
 
 pub mod cli;
+pub mod clock;
 pub mod demo;
 pub mod host;
 pub mod observer;
 pub mod pki;
+pub mod ups;

@@ -5,6 +5,7 @@
 pub mod host;
 pub mod observation;
 pub mod state;
+pub mod ups;
 pub mod wire;
 
 pub use state::{Command, Decision, DecisionRecord, FencingToken, SiteState, Verdict};

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sitewatch_proto::ups::{self, UpsConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -31,6 +32,9 @@ pub struct Config {
     pub timing: Timing,
     #[serde(rename = "member")]
     pub members: Vec<Member>,
+    /// The UPSes this agent watches through upsd.
+    #[serde(default, rename = "ups")]
+    pub ups: Vec<UpsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +247,42 @@ impl Config {
         if t.snapshot_every == 0 {
             return at(vec![Key("timing"), Key("snapshot-every")], "must be at least 1".into());
         }
+        self.validate_ups()
+    }
+
+    fn validate_ups(&self) -> Result<(), (Vec<KeyStep>, String)> {
+        use KeyStep::{Index, Key};
+        let mut names = HashSet::new();
+        for (i, u) in self.ups.iter().enumerate() {
+            let key = |k: &'static str| vec![Key("ups"), Index(i), Key(k)];
+            ups::check_ups_name(&u.name).map_err(|why| (key("name"), why))?;
+            // Readings are keyed by UPS name; two upsd servers with same-named UPSes
+            // would need a qualified name, which nobody has asked for yet.
+            if !names.insert(u.name.as_str()) {
+                return Err((key("name"), format!("`{}` appears twice", u.name)));
+            }
+            ups::check_server(&u.server).map_err(|why| (key("server"), why))?;
+            for (j, host) in u.feeds.iter().enumerate() {
+                if self.member(host).is_none() {
+                    return Err((
+                        vec![Key("ups"), Index(i), Key("feeds"), Index(j)],
+                        format!("`{host}` is not one of the [[member]] names"),
+                    ));
+                }
+            }
+            if u.poll_interval.is_zero() {
+                return Err((key("poll-interval"), "must be above zero".into()));
+            }
+            if u.timeout.is_zero() {
+                return Err((key("timeout"), "must be above zero".into()));
+            }
+            if u.starttls && u.ca.is_none() {
+                return Err((key("starttls"), "needs `ca`, the CA that signed upsd's certificate".into()));
+            }
+            if !u.starttls && u.ca.is_some() {
+                return Err((key("ca"), "is only used with `starttls = true`".into()));
+            }
+        }
         Ok(())
     }
 
@@ -438,6 +478,64 @@ role = "witness"
     fn a_type_error_gives_the_line() {
         let e = parse(&GOOD.replace("id = 3", "id = \"three\"")).unwrap_err();
         assert_eq!(e.line, Some(26), "{e}");
+    }
+
+    #[test]
+    fn ups_tables_parse_with_defaults() {
+        let text = format!(
+            "{GOOD}\n[[ups]]\nname = \"site\"\n\n[[ups]]\nname = \"rack-b\"\nserver = \"nas.lan:3493\"\n\
+             feeds = [\"agent-1\", \"agent-2\"]\npoll-interval = \"500ms\"\ntimeout = \"1s\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.ups.len(), 2);
+        assert_eq!(c.ups[0], UpsConfig::new("site"));
+        assert_eq!(c.ups[1].feeds, ["agent-1", "agent-2"]);
+        assert_eq!(c.ups[1].poll_interval, Duration::from_millis(500));
+        assert_eq!(c.ups[1].timeout, Duration::from_secs(1));
+        assert!(parse(GOOD).unwrap().ups.is_empty());
+    }
+
+    #[test]
+    fn bad_ups_tables_are_refused_with_their_key_and_line() {
+        let two = |second: &str| format!("{GOOD}\n[[ups]]\nname = \"site\"\n\n[[ups]]\n{second}\n");
+        // GOOD, a blank line, then the first [[ups]] (3 lines and a blank): the second
+        // table's header is 5 lines after GOOD's last.
+        let header = GOOD.lines().count() + 5;
+        let cases = [
+            (two("name = \"site\""), "ups[2].name", header + 1),
+            (two("name = \"b\"\nfeeds = [\"agent-1\", \"agent-9\"]"), "ups[2].feeds[2]", header + 2),
+            (two("name = \"b\"\ntimeout = \"0s\""), "ups[2].timeout", header + 2),
+            (two("name = \"b\"\npoll-interval = \"0s\""), "ups[2].poll-interval", header + 2),
+            (two("name = \"b c\""), "ups[2].name", header + 1),
+            (two("name = \"b\"\nserver = \"localhost\""), "ups[2].server", header + 2),
+            (two("name = \"b\"\nstarttls = true"), "ups[2].starttls", header + 2),
+            (two("name = \"b\"\nca = \"/etc/nut/ca.pem\""), "ups[2].ca", header + 2),
+        ];
+        for (text, key, line) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(line), "{e}\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_readme_ups_example_parses() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains("[[ups]]"))
+            .expect("README has a [[ups]] example");
+        let c = parse(&format!("{GOOD}\n{block}")).unwrap();
+        assert_eq!(c.ups[0].name, "rack");
+        assert_eq!(c.ups[0].feeds, ["agent-1", "agent-2"]);
+    }
+
+    #[test]
+    fn an_unknown_ups_key_is_named() {
+        let e = parse(&format!("{GOOD}\n[[ups]]\nname = \"site\"\npoll = \"1s\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("poll"), "{e}");
+        assert!(e.line.is_some(), "{e}");
     }
 
     #[test]
