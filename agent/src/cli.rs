@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sitewatch_proto::Verdict;
+use sitewatch_proto::ups::{Power, UpsState};
 use sitewatch_quorum::config::Config;
 use sitewatch_quorum::status::{self, StatusReport};
 use sitewatch_quorum::tls::TlsIdentity;
@@ -215,6 +216,31 @@ pub fn render(r: &StatusReport) -> String {
             h.memory_available_kib / 1024,
             h.memory_total_kib / 1024
         );
+        if o.ups.is_empty() {
+            let _ = writeln!(out, "power    no [[ups]] configured");
+        } else {
+            let _ = writeln!(out, "power    {}", power_word(o.power));
+        }
+        for u in &o.ups {
+            let age = o.clock_ms.saturating_sub(u.observed_at_ms) as f64 / 1000.0;
+            let what = match &u.state {
+                UpsState::Data(d) => {
+                    let mut parts = vec![d.status.to_string()];
+                    if let Some(c) = d.battery_charge {
+                        parts.push(format!("charge {c:.0}%"));
+                    }
+                    if let Some(r) = d.battery_runtime_s {
+                        parts.push(format!("runtime {}", uptime(r)));
+                    }
+                    if let Some(l) = d.load {
+                        parts.push(format!("load {l:.0}%"));
+                    }
+                    parts.join(", ")
+                }
+                other => other.to_string().to_uppercase(),
+            };
+            let _ = writeln!(out, "ups      {:<12} {what} (read {age:.1} s ago)", u.name);
+        }
     }
     let _ = writeln!(
         out,
@@ -244,5 +270,13 @@ fn uptime(s: u64) -> String {
         0..=3599 => format!("{}m", s / 60),
         3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn power_word(p: Power) -> &'static str {
+    match p {
+        Power::Line => "on line",
+        Power::Battery => "ON BATTERY",
+        Power::Unknown => "unknown (no fresh reading from a UPS feeding this host)",
     }
 }

@@ -52,8 +52,10 @@ impl Member {
     fn start(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.config)?;
         self.stop = CancellationToken::new();
-        let local = (self.role == Role::Agent)
-            .then(|| observer::start(&config, config.timing.observe_interval, self.stop.clone()));
+        let local = match self.role {
+            Role::Agent => Some(observer::start(&config, config.timing.observe_interval, self.stop.clone())?),
+            Role::Witness => None,
+        };
         self.task = Some(tokio::spawn(daemon::run(config, self.role, local, self.stop.clone())));
         Ok(())
     }

@@ -3,12 +3,16 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sitewatch_proto::observation::Observation;
+use sitewatch_proto::ups::{UpsConfig, feeds_of, host_power};
 use sitewatch_quorum::config::Config;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::host::{HostPaths, HostReader};
+use crate::ups::{NutError, UpsReadings, spawn_monitors};
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -17,26 +21,54 @@ fn unix_ms() -> u64 {
 struct Observer {
     node: String,
     seq: u64,
+    clock: Clock,
     host: HostReader,
+    ups_configs: Vec<UpsConfig>,
+    ups: watch::Receiver<UpsReadings>,
 }
 
 impl Observer {
     fn observe(&mut self, stopping: bool) -> Observation {
         self.seq += 1;
+        let now = self.clock.now_ms();
+        let readings = self.ups.borrow().clone();
+        let feeds: Vec<&UpsConfig> = feeds_of(&self.ups_configs, &self.node, &self.node).collect();
+        let power = host_power(feeds.iter().map(|c| readings.get(&c.name)), now, max_age(&feeds));
         Observation {
             node: self.node.clone(),
             seq: self.seq,
             taken_at_unix_ms: unix_ms(),
+            clock_ms: now,
             host: self.host.read(stopping),
+            ups: readings.into_values().collect(),
+            power,
         }
     }
 }
 
-/// Start observing; the receiver always holds the latest observation. On `cancel` a
-/// last observation says the agent is stopping.
-pub fn start(config: &Config, every: Duration, cancel: CancellationToken) -> watch::Receiver<Observation> {
-    let mut observer =
-        Observer { node: config.node.clone(), seq: 0, host: HostReader::new(HostPaths::default()) };
+/// How old a reading may be and still count: three missed polls of the slowest feed,
+/// plus its read deadline.
+fn max_age(feeds: &[&UpsConfig]) -> Duration {
+    feeds.iter().map(|c| c.poll_interval * 3 + c.timeout).max().unwrap_or(Duration::ZERO)
+}
+
+/// Start the sensors and the observer; the receiver always holds the latest
+/// observation. On `cancel` a last observation says the agent is stopping.
+pub fn start(
+    config: &Config,
+    every: Duration,
+    cancel: CancellationToken,
+) -> Result<watch::Receiver<Observation>, NutError> {
+    let clock = Clock::start();
+    let ups = spawn_monitors(&config.ups, clock, &cancel, &TaskTracker::new())?;
+    let mut observer = Observer {
+        node: config.node.clone(),
+        seq: 0,
+        clock,
+        host: HostReader::new(HostPaths::default()),
+        ups_configs: config.ups.clone(),
+        ups,
+    };
     let (tx, rx) = watch::channel(observer.observe(false));
     tokio::spawn(async move {
         let mut tick = interval(every);
@@ -53,5 +85,5 @@ pub fn start(config: &Config, every: Duration, cancel: CancellationToken) -> wat
             }
         }
     });
-    rx
+    Ok(rx)
 }

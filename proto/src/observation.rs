@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::HostFacts;
+use crate::ups::{Power, UpsReading};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
@@ -15,5 +16,12 @@ pub struct Observation {
     /// The agent's wall clock when taken, for display; freshness is judged by the
     /// receiver's own clock on arrival, never by this.
     pub taken_at_unix_ms: u64,
+    /// The agent's monotonic clock (ms since it started) when taken; the UPS readings'
+    /// times are on the same clock, so their age at this moment is exact.
+    pub clock_ms: u64,
     pub host: HostFacts,
+    /// Every UPS this agent reads, whichever hosts they feed.
+    pub ups: Vec<UpsReading>,
+    /// This host's power, from the fresh readings of the UPSes that feed it.
+    pub power: Power,
 }

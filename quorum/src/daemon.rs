@@ -48,7 +48,7 @@ pub fn node_settings(config: &Config) -> NodeSettings {
 
 /// Starts what a daemon runs beside its raft node (the agent's sensors) inside the
 /// runtime, and hands back its observations; the witness observes nothing.
-pub type StartLocal = fn(&Config, CancellationToken) -> Option<watch::Receiver<Observation>>;
+pub type StartLocal = fn(&Config, CancellationToken) -> anyhow::Result<Option<watch::Receiver<Observation>>>;
 
 /// The whole `main` of `sitewatch-agent` and `sitewatch-witness`.
 pub fn main_for(role: Role, config_path: &Path, start_local: StartLocal) -> ExitCode {
@@ -76,7 +76,7 @@ pub fn main_for(role: Role, config_path: &Path, start_local: StartLocal) -> Exit
             info!("stopping on signal");
             signals.cancel();
         });
-        let local = start_local(&config, cancel.clone());
+        let local = start_local(&config, cancel.clone()).context("starting the sensors")?;
         run(config, role, local, cancel).await
     });
     match result {

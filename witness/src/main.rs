@@ -16,5 +16,5 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     // The witness observes nothing of the site; its own links count as evidence.
-    sitewatch_quorum::daemon::main_for(Role::Witness, &args.config, |_, _| None)
+    sitewatch_quorum::daemon::main_for(Role::Witness, &args.config, |_, _| Ok(None))
 }

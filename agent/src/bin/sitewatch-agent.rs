@@ -16,6 +16,6 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     sitewatch_quorum::daemon::main_for(Role::Agent, &args.config, |config, cancel| {
-        Some(sitewatch_agent::observer::start(config, config.timing.observe_interval, cancel))
+        Ok(Some(sitewatch_agent::observer::start(config, config.timing.observe_interval, cancel)?))
     })
 }
