@@ -10,21 +10,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use sitewatch_agent::clock::Clock;
 use sitewatch_agent::ups::{NutConnection, UpsReadings, spawn_monitors};
 use sitewatch_proto::ups::{Power, StatusFlag, UpsConfig, UpsReading, UpsState, feeds_of, host_power};
+use sitewatch_tests::upsd::{self, Upsd, UpsdOptions, signal};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const UPSD: &str = "/lib/nut/upsd";
-const UPSDRVCTL: &str = "/sbin/upsdrvctl";
-const DUMMY_UPS: &str = "/lib/nut/dummy-ups";
 /// upsd's staleness limit. 15 s is the recipe's; upsd accepts less, and 5 s keeps the
 /// stale test short while leaving a healthy 1 s driver far from it.
 const MAXAGE_S: u64 = 5;
@@ -36,13 +33,19 @@ const DEADLINE: Duration = Duration::from_millis(500);
 /// How fresh a reading must be to count, for the power rule.
 const MAX_AGE: Duration = Duration::from_secs(2);
 
-/// One upsd with its dummy-ups drivers in a temporary directory.
+/// A real upsd for one test, with the write spacing dummy-ups needs.
 struct Nut {
-    dir: tempfile::TempDir,
-    port: u16,
+    upsd: Upsd,
     /// When each UPS's .dev file was last written: dummy-ups misses a rewrite within the
     /// same second as its last read, so writes are spaced.
     last_write: Vec<(String, Instant)>,
+}
+
+impl std::ops::Deref for Nut {
+    type Target = Upsd;
+    fn deref(&self) -> &Upsd {
+        &self.upsd
+    }
 }
 
 fn skip(reason: &str) -> Option<Nut> {
@@ -56,33 +59,6 @@ fn skip(reason: &str) -> Option<Nut> {
     None
 }
 
-fn run(command: &mut Command) {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn dev_file(status: &str, charge: u32) -> String {
-    format!(
-        "device.type: ups\nups.status: {status}\nbattery.charge: {charge}\nbattery.runtime: 1800\n\
-         battery.runtime.low: 300\ninput.voltage: 230.0\nups.load: 25\n"
-    )
-}
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 impl Nut {
     /// Start upsd with one dummy-ups section per name, every UPS on line; None (after a
     /// loud SKIPPED line) when this machine cannot run NUT.
@@ -90,107 +66,23 @@ impl Nut {
         Nut::launch(names, false).await
     }
 
-    /// As `start`, and upsd offers STARTTLS with a certificate for 127.0.0.1 signed by a
-    /// test CA (see [`Nut::ca`]). Debian builds upsd with NSS: the key goes in an NSS
-    /// database, made with openssl, certutil and pk12util.
+    /// As `start`, and upsd offers STARTTLS with a certificate signed by `Upsd::ca`.
     async fn start_tls(names: &[&str]) -> Option<Nut> {
-        for program in ["/usr/bin/openssl", "/usr/bin/certutil", "/usr/bin/pk12util"] {
-            if !Path::new(program).exists() {
-                return skip(&format!("{program} is missing: apt-get install openssl libnss3-tools"));
-            }
-        }
         Nut::launch(names, true).await
     }
 
     async fn launch(names: &[&str], tls: bool) -> Option<Nut> {
-        if !is_root() {
-            return skip("the NUT tests need root (drivers and upsd drop to user nut)");
+        if let Some(why) = upsd::unavailable(tls) {
+            return skip(&why);
         }
-        for program in [UPSD, UPSDRVCTL, DUMMY_UPS] {
-            if !Path::new(program).exists() {
-                return skip(&format!("{program} is missing: apt-get install nut-server nut-client"));
-            }
-        }
-        let dir = tempfile::Builder::new().prefix("sitewatch-nut-").tempdir().unwrap();
-        // The drivers and upsd run as nut and must reach their files below.
-        run(Command::new("chmod").arg("755").arg(dir.path()));
-        let etc = dir.path().join("etc");
-        let state = dir.path().join("state");
-        std::fs::create_dir(&etc).unwrap();
-        std::fs::create_dir(&state).unwrap();
-        let port = free_port();
-        let mut ups_conf = String::from("maxretry = 1\n");
-        for name in names {
-            let dev = etc.join(format!("{name}.dev"));
-            ups_conf.push_str(&format!(
-                "[{name}]\n    driver = dummy-ups\n    port = {}\n    pollinterval = {}\n",
-                dev.display(),
-                DRIVER_POLL.as_secs()
-            ));
-            std::fs::write(&dev, dev_file("OL", 100)).unwrap();
-        }
-        std::fs::write(etc.join("nut.conf"), "MODE=standalone\n").unwrap();
-        std::fs::write(etc.join("ups.conf"), ups_conf).unwrap();
-        let mut upsd_conf =
-            format!("LISTEN 127.0.0.1 {port}\nMAXAGE {MAXAGE_S}\nSTATEPATH {}\n", state.display());
-        if tls {
-            upsd_conf.push_str(&nss_database(dir.path()));
-        }
-        std::fs::write(etc.join("upsd.conf"), upsd_conf).unwrap();
-        // Nobody logs in (the monitor is an anonymous observer), but upsd wants the file.
-        std::fs::write(etc.join("upsd.users"), "[observer]\n    password = secret\n    upsmon secondary\n")
-            .unwrap();
-        run(Command::new("chown").args(["-R", "root:nut"]).arg(&etc));
-        run(Command::new("chmod").arg("750").arg(&etc));
-        for entry in std::fs::read_dir(&etc).unwrap() {
-            let path = entry.unwrap().path();
-            run(Command::new("chmod").arg(if path.is_dir() { "750" } else { "640" }).arg(&path));
-        }
-        if tls {
-            for entry in std::fs::read_dir(etc.join("nss")).unwrap() {
-                run(Command::new("chmod").arg("640").arg(entry.unwrap().path()));
-            }
-        }
-        run(Command::new("chown").arg("nut:nut").arg(&state));
+        let options = UpsdOptions { maxage_s: MAXAGE_S, driver_poll_s: DRIVER_POLL.as_secs(), tls };
+        let upsd = Upsd::launch(names, options);
         let now = Instant::now();
-        let nut = Nut { dir, port, last_write: names.iter().map(|n| (n.to_string(), now)).collect() };
-        run(nut.command(UPSDRVCTL).args(["-u", "nut", "start"]));
-        nut.start_upsd();
+        let nut = Nut { upsd, last_write: names.iter().map(|n| (n.to_string(), now)).collect() };
         for name in names {
             nut.wait_for_data(name).await;
         }
         Some(nut)
-    }
-
-    /// The CA that signed upsd's certificate (with `start_tls`).
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("pki").join("ca.pem")
-    }
-
-    fn etc(&self) -> PathBuf {
-        self.dir.path().join("etc")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        command
-            .env("NUT_CONFPATH", self.etc())
-            .env("NUT_STATEPATH", self.state())
-            .env("NUT_ALTPIDPATH", self.state());
-        command
-    }
-
-    fn start_upsd(&self) {
-        // /lib/nut/upsd, not /sbin/upsd: Debian's wrapper does nothing unless MODE is set system-wide.
-        run(self.command(UPSD).args(["-u", "nut"]));
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
     }
 
     fn config(&self, name: &str) -> UpsConfig {
@@ -216,93 +108,14 @@ impl Nut {
         }
     }
 
-    fn pid(&self, file: &str) -> Option<u32> {
-        std::fs::read_to_string(self.state().join(file)).ok()?.trim().parse().ok()
-    }
-
-    fn upsd_pid(&self) -> u32 {
-        self.pid("upsd.pid").expect("upsd wrote its pid file")
-    }
-
-    fn driver_pid(&self, name: &str) -> u32 {
-        self.pid(&format!("dummy-ups-{name}.pid")).expect("the driver wrote its pid file")
-    }
-
-    /// Replace `name`'s .dev file atomically (write then rename), at least a second and
-    /// a bit after the previous write. Returns when the new file is in place.
+    /// Replace `name`'s .dev file, at least a second and a bit after the previous write.
+    /// Returns when the new file is in place.
     async fn set_status(&mut self, name: &str, status: &str, charge: u32) -> Instant {
         let slot = self.last_write.iter_mut().find(|(n, _)| n == name).expect("a UPS of this test");
-        let earliest = slot.1 + Duration::from_millis(1100);
-        tokio::time::sleep_until(earliest).await;
-        let dev = self.dir.path().join("etc").join(format!("{name}.dev"));
-        let fresh = dev.with_extension("dev.new");
-        std::fs::write(&fresh, dev_file(status, charge)).unwrap();
-        run(Command::new("chown").arg("root:nut").arg(&fresh));
-        run(Command::new("chmod").arg("640").arg(&fresh));
-        std::fs::rename(&fresh, &dev).unwrap();
+        tokio::time::sleep_until(slot.1 + Duration::from_millis(1100)).await;
+        self.upsd.write_status(name, status, charge);
         slot.1 = Instant::now();
         slot.1
-    }
-}
-
-/// A CA and a certificate for 127.0.0.1 under `dir/pki`, the certificate and its key
-/// imported into an NSS database at `dir/etc/nss`; returns upsd.conf's lines for it.
-fn nss_database(dir: &Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let pki = dir.join("pki");
-    let nss = dir.join("etc").join("nss");
-    std::fs::create_dir(&pki).unwrap();
-    std::fs::create_dir(&nss).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    std::fs::write(pki.join("ca.pem"), &ca_pem).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert =
-        CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
-    std::fs::write(pki.join("upsd.pem"), cert.pem()).unwrap();
-    std::fs::write(pki.join("upsd.key"), key.serialize_pem()).unwrap();
-    std::fs::write(pki.join("dbpass"), "dbpass\n").unwrap();
-    let p12 = pki.join("upsd.p12");
-    run(Command::new("openssl")
-        .args(["pkcs12", "-export", "-name", "upsd", "-passout", "pass:p12pass", "-in"])
-        .arg(pki.join("upsd.pem"))
-        .arg("-inkey")
-        .arg(pki.join("upsd.key"))
-        .arg("-out")
-        .arg(&p12));
-    let db = format!("sql:{}", nss.display());
-    run(Command::new("certutil").args(["-N", "-d", &db, "-f"]).arg(pki.join("dbpass")));
-    run(Command::new("pk12util")
-        .args(["-d", &db, "-W", "p12pass", "-k"])
-        .arg(pki.join("dbpass"))
-        .arg("-i")
-        .arg(&p12));
-    format!("CERTPATH {}\nCERTIDENT \"upsd\" \"dbpass\"\n", nss.display())
-}
-
-/// Send `signal` to `pid`, but only if it is still one of NUT's processes: a pid file
-/// can outlive its process, and the number may belong to someone else by now.
-fn signal(pid: u32, signal: &str) {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if matches!(comm.trim(), "upsd" | "dummy-ups") {
-        let _ = Command::new("kill").args(["-s", signal, &pid.to_string()]).status();
-    }
-}
-
-impl Drop for Nut {
-    fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.state()) else { return };
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = file.ends_with(".pid").then(|| self.pid(&file)).flatten() {
-                // A stopped process would sit on SIGTERM; SIGKILL works either way.
-                signal(pid, "CONT");
-                signal(pid, "KILL");
-            }
-        }
     }
 }
 

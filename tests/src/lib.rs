@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod upsd;
+
 /// The directory holding the workspace's binaries: `target/<profile>` for a test
 /// (which runs from `target/<profile>/deps`) or for a bench binary beside them.
 pub fn bin_dir() -> PathBuf {

@@ -1,0 +1,265 @@
+//! A real upsd (Debian's nut-server) with dummy-ups drivers in a temporary directory, on a
+//! free loopback port (/work/shared/recipes/nut-upsd.md). Shared by the agent's NUT
+//! tests, the end-to-end tests and the UPS benchmark; everything stops in Drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const UPSD: &str = "/lib/nut/upsd";
+pub const UPSDRVCTL: &str = "/sbin/upsdrvctl";
+pub const DUMMY_UPS: &str = "/lib/nut/dummy-ups";
+pub const UPSMON: &str = "/sbin/upsmon";
+/// Nobody logs in to read (an observer must not LOGIN), but upsmon does, with these.
+pub const MONITOR_USER: &str = "observer";
+pub const MONITOR_PASSWORD: &str = "secret";
+
+/// How the upsd is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct UpsdOptions {
+    /// upsd's staleness limit (MAXAGE).
+    pub maxage_s: u64,
+    /// How often each dummy-ups driver re-reads its .dev file.
+    pub driver_poll_s: u64,
+    /// Offer STARTTLS with a certificate for 127.0.0.1 signed by [`Upsd::ca`].
+    pub tls: bool,
+}
+
+impl Default for UpsdOptions {
+    fn default() -> Self {
+        UpsdOptions { maxage_s: 15, driver_poll_s: 1, tls: false }
+    }
+}
+
+pub struct Upsd {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+/// Why this machine cannot run a real upsd, if it cannot.
+pub fn unavailable(tls: bool) -> Option<String> {
+    if !is_root() {
+        return Some("a real upsd needs root (drivers and upsd drop to user nut)".into());
+    }
+    for program in [UPSD, UPSDRVCTL, DUMMY_UPS] {
+        if !Path::new(program).exists() {
+            return Some(format!("{program} is missing: apt-get install nut-server nut-client"));
+        }
+    }
+    if tls {
+        for program in ["/usr/bin/openssl", "/usr/bin/certutil", "/usr/bin/pk12util"] {
+            if !Path::new(program).exists() {
+                return Some(format!("{program} is missing: apt-get install openssl libnss3-tools"));
+            }
+        }
+    }
+    None
+}
+
+/// Run a setup command; its failure fails the caller.
+pub fn run(command: &mut Command) {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A dummy-ups .dev file.
+pub fn dev_file(status: &str, charge: u32) -> String {
+    format!(
+        "device.type: ups\nups.status: {status}\nbattery.charge: {charge}\nbattery.runtime: 1800\n\
+         battery.runtime.low: 300\ninput.voltage: 230.0\nups.load: 25\n"
+    )
+}
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+impl Upsd {
+    /// Write the config and start one dummy-ups driver per name (every UPS on line) and
+    /// upsd. The drivers answer WAIT for about a second before they have data.
+    pub fn launch(names: &[&str], options: UpsdOptions) -> Upsd {
+        if let Some(why) = unavailable(options.tls) {
+            panic!("cannot start upsd: {why}");
+        }
+        let dir = tempfile::Builder::new().prefix("sitewatch-nut-").tempdir().expect("tempdir");
+        // The drivers and upsd run as nut and must reach their files below.
+        run(Command::new("chmod").arg("755").arg(dir.path()));
+        let etc = dir.path().join("etc");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&etc).expect("etc");
+        std::fs::create_dir(&state).expect("state");
+        let port = crate::free_port();
+        let mut ups_conf = String::from("maxretry = 1\n");
+        for name in names {
+            let dev = etc.join(format!("{name}.dev"));
+            ups_conf.push_str(&format!(
+                "[{name}]\n    driver = dummy-ups\n    port = {}\n    pollinterval = {}\n",
+                dev.display(),
+                options.driver_poll_s
+            ));
+            std::fs::write(&dev, dev_file("OL", 100)).expect("dev file");
+        }
+        std::fs::write(etc.join("nut.conf"), "MODE=standalone\n").expect("nut.conf");
+        std::fs::write(etc.join("ups.conf"), ups_conf).expect("ups.conf");
+        let mut upsd_conf =
+            format!("LISTEN 127.0.0.1 {port}\nMAXAGE {}\nSTATEPATH {}\n", options.maxage_s, state.display());
+        if options.tls {
+            upsd_conf.push_str(&nss_database(dir.path()));
+        }
+        std::fs::write(etc.join("upsd.conf"), upsd_conf).expect("upsd.conf");
+        std::fs::write(
+            etc.join("upsd.users"),
+            format!("[{MONITOR_USER}]\n    password = {MONITOR_PASSWORD}\n    upsmon secondary\n"),
+        )
+        .expect("upsd.users");
+        run(Command::new("chown").args(["-R", "root:nut"]).arg(&etc));
+        run(Command::new("chmod").arg("750").arg(&etc));
+        for entry in std::fs::read_dir(&etc).expect("etc") {
+            let path = entry.expect("entry").path();
+            run(Command::new("chmod").arg(if path.is_dir() { "750" } else { "640" }).arg(&path));
+        }
+        if options.tls {
+            for entry in std::fs::read_dir(etc.join("nss")).expect("nss") {
+                run(Command::new("chmod").arg("640").arg(entry.expect("entry").path()));
+            }
+        }
+        run(Command::new("chown").arg("nut:nut").arg(&state));
+        let upsd = Upsd { dir, port };
+        run(upsd.command(UPSDRVCTL).args(["-u", "nut", "start"]));
+        upsd.start_upsd();
+        upsd
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA that signed upsd's certificate (with `tls`).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("pki").join("ca.pem")
+    }
+
+    pub fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A NUT program with this upsd's config and state paths.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("NUT_CONFPATH", self.etc())
+            .env("NUT_STATEPATH", self.state())
+            .env("NUT_ALTPIDPATH", self.state());
+        command
+    }
+
+    pub fn start_upsd(&self) {
+        // /lib/nut/upsd, not /sbin/upsd: Debian's wrapper does nothing unless MODE is set system-wide.
+        run(self.command(UPSD).args(["-u", "nut"]));
+    }
+
+    pub fn pid(&self, file: &str) -> Option<u32> {
+        std::fs::read_to_string(self.state().join(file)).ok()?.trim().parse().ok()
+    }
+
+    pub fn upsd_pid(&self) -> u32 {
+        self.pid("upsd.pid").expect("upsd wrote its pid file")
+    }
+
+    pub fn driver_pid(&self, name: &str) -> u32 {
+        self.pid(&format!("dummy-ups-{name}.pid")).expect("the driver wrote its pid file")
+    }
+
+    /// Replace `name`'s .dev file atomically (write, then rename over). dummy-ups misses
+    /// a rewrite within the same wall-clock second as its last read: space writes by
+    /// more than a second.
+    pub fn write_status(&self, name: &str, status: &str, charge: u32) {
+        let dev = self.etc().join(format!("{name}.dev"));
+        let fresh = dev.with_extension("dev.new");
+        std::fs::write(&fresh, dev_file(status, charge)).expect("write dev file");
+        run(Command::new("chown").arg("root:nut").arg(&fresh));
+        run(Command::new("chmod").arg("640").arg(&fresh));
+        std::fs::rename(&fresh, &dev).expect("rename dev file");
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 under `dir/pki`, the certificate and its key
+/// imported into an NSS database at `dir/etc/nss` (Debian builds upsd with NSS);
+/// returns upsd.conf's lines for it.
+fn nss_database(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let pki = dir.join("pki");
+    let nss = dir.join("etc").join("nss");
+    std::fs::create_dir(&pki).expect("pki");
+    std::fs::create_dir(&nss).expect("nss");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
+    std::fs::write(pki.join("ca.pem"), &ca_pem).expect("ca.pem");
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    std::fs::write(pki.join("upsd.pem"), cert.pem()).expect("upsd.pem");
+    std::fs::write(pki.join("upsd.key"), key.serialize_pem()).expect("upsd.key");
+    std::fs::write(pki.join("dbpass"), "dbpass\n").expect("dbpass");
+    let p12 = pki.join("upsd.p12");
+    run(Command::new("openssl")
+        .args(["pkcs12", "-export", "-name", "upsd", "-passout", "pass:p12pass", "-in"])
+        .arg(pki.join("upsd.pem"))
+        .arg("-inkey")
+        .arg(pki.join("upsd.key"))
+        .arg("-out")
+        .arg(&p12));
+    let db = format!("sql:{}", nss.display());
+    run(Command::new("certutil").args(["-N", "-d", &db, "-f"]).arg(pki.join("dbpass")));
+    run(Command::new("pk12util")
+        .args(["-d", &db, "-W", "p12pass", "-k"])
+        .arg(pki.join("dbpass"))
+        .arg("-i")
+        .arg(&p12));
+    format!("CERTPATH {}\nCERTIDENT \"upsd\" \"dbpass\"\n", nss.display())
+}
+
+/// Send `signal` to `pid`, but only if it is still one of NUT's processes: a pid file
+/// can outlive its process, and the number may belong to someone else by now.
+pub fn signal(pid: u32, signal: &str) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if matches!(comm.trim(), "upsd" | "dummy-ups" | "upsmon") {
+        let _ = Command::new("kill").args(["-s", signal, &pid.to_string()]).status();
+    }
+}
+
+impl Drop for Upsd {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.state()) else { return };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = file.ends_with(".pid").then(|| self.pid(&file)).flatten() {
+                // A stopped process would sit on SIGTERM; SIGKILL works either way.
+                signal(pid, "CONT");
+                signal(pid, "KILL");
+            }
+        }
+    }
+}
