@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sitewatch_proto::observation::Observation;
-use sitewatch_proto::ups::{UpsConfig, feeds_of, host_power};
+use sitewatch_proto::ups::{UpsConfig, UpsState, feeds_of, host_power};
 use sitewatch_quorum::config::Config;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
@@ -46,6 +46,20 @@ impl Observer {
     }
 }
 
+/// What about the UPSes is worth an observation out of turn: each one's state and flags.
+fn ups_signature(readings: &UpsReadings) -> Vec<(String, String)> {
+    readings
+        .values()
+        .map(|r| {
+            let what = match &r.state {
+                UpsState::Data(d) => d.status.to_string(),
+                other => other.kind().to_string(),
+            };
+            (r.name.clone(), what)
+        })
+        .collect()
+}
+
 /// How old a reading may be and still count: three missed polls of the slowest feed,
 /// plus its read deadline.
 fn max_age(feeds: &[&UpsConfig]) -> Duration {
@@ -73,16 +87,27 @@ pub fn start(
     tokio::spawn(async move {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ups = observer.ups.clone();
+        let mut ups_alive = true;
+        let mut published = ups_signature(&ups.borrow());
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     tx.send_replace(observer.observe(true));
                     return;
                 }
-                _ = tick.tick() => {
-                    tx.send_replace(observer.observe(false));
+                _ = tick.tick() => {}
+                changed = ups.changed(), if ups_alive => {
+                    // A power change goes out at once, not at the next tick; a poll that
+                    // found the same state waits for the tick.
+                    ups_alive = changed.is_ok();
+                    if ups_signature(&ups.borrow_and_update()) == published {
+                        continue;
+                    }
                 }
             }
+            published = ups_signature(&ups.borrow());
+            tx.send_replace(observer.observe(false));
         }
     });
     Ok(rx)

@@ -170,6 +170,13 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Add TOML (e.g. `[[ups]]` tables) to the end of this node's config.
+    pub fn append_config(&self, text: &str) {
+        let mut config = fs::read_to_string(&self.config).expect("read config");
+        config.push_str(text);
+        fs::write(&self.config, config).expect("write config");
+    }
+
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -8,7 +8,8 @@ use std::process::Command;
 pub const UPSD: &str = "/lib/nut/upsd";
 pub const UPSDRVCTL: &str = "/sbin/upsdrvctl";
 pub const DUMMY_UPS: &str = "/lib/nut/dummy-ups";
-pub const UPSMON: &str = "/sbin/upsmon";
+/// The real upsmon (Debian's /sbin/upsmon is a wrapper that needs MODE set system-wide).
+pub const UPSMON: &str = "/lib/nut/upsmon";
 /// Nobody logs in to read (an observer must not LOGIN), but upsmon does, with these.
 pub const MONITOR_USER: &str = "observer";
 pub const MONITOR_PASSWORD: &str = "secret";
