@@ -2,6 +2,7 @@
 //! log entry does to the replicated site state. No tasks, no sockets, no clocks:
 //! every function here takes its inputs (including "now") as arguments.
 
+pub mod link;
 pub mod state;
 pub mod wire;
 

@@ -28,6 +28,17 @@ fn elects_fails_over_after_kill_9_and_the_killed_node_catches_up() {
         assert_eq!(s["schema_version"], 1);
         assert_eq!(s["quorum"]["quorate"], true);
     }
+    // Peer pings feed each peer's link window: answered, none lost on loopback.
+    let link = wait_for(ELECTION_LIMIT, "a ping answered by every peer", || {
+        let s = c.node(&first).status()?;
+        let peers = s["peers"].as_array()?.clone();
+        peers.iter().all(|p| p["link"]["replies"].as_u64() > Some(0)).then_some(peers)
+    });
+    for p in &link {
+        assert_eq!(p["link"]["lost"], 0, "{p}");
+        assert_eq!(p["link"]["reach"].as_u64().map(|r| r & 1), Some(1), "{p}");
+        assert!(p["rtt_ms"].as_f64().is_some_and(|r| r < 1000.0), "{p}");
+    }
 
     c.node(&first).kill9();
     let lost = Instant::now();
