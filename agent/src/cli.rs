@@ -226,5 +226,31 @@ pub fn render(r: &StatusReport) -> String {
             contact
         );
     }
+    if !r.probes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<24} {:<13} {:>9} {:>9} {:>6} {:>5}",
+            "PROBE", "TARGET", "METHOD", "MEDIAN", "P95", "LOSS", "REACH"
+        );
+    }
+    for p in &r.probes {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let s = &p.summary;
+        let loss = s.loss.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:<13} {:>9} {:>9} {:>6} {:>5o}",
+            p.name,
+            p.target,
+            p.method.to_string(),
+            ms(s.rtt_median_ms),
+            ms(s.rtt_p95_ms),
+            loss,
+            s.reach
+        );
+        if let Some(why) = &p.last_error {
+            let _ = writeln!(out, "{:<16} last error: {why}", "");
+        }
+    }
     out
 }

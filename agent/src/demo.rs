@@ -52,7 +52,8 @@ impl Member {
     fn start(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.config)?;
         self.stop = CancellationToken::new();
-        self.task = Some(tokio::spawn(daemon::run(config, self.role, self.stop.clone())));
+        let probes = (self.role == Role::Agent).then_some(crate::probe::start as daemon::StartProbes);
+        self.task = Some(tokio::spawn(daemon::run(config, self.role, probes, self.stop.clone())));
         Ok(())
     }
 

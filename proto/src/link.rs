@@ -427,6 +427,17 @@ pub enum ProbeMethod {
     Unavailable,
 }
 
+impl fmt::Display for ProbeMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeMethod::Tcp => "tcp",
+            ProbeMethod::Icmp => "icmp",
+            ProbeMethod::TcpFallback => "tcp-fallback",
+            ProbeMethod::Unavailable => "unavailable",
+        })
+    }
+}
+
 /// One probe as the status and observations show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeStatus {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use raft::StateRole;
+use sitewatch_proto::link::{ProbeConfig, ProbeStatus};
 use sitewatch_proto::state::Applied;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval};
@@ -44,8 +45,13 @@ pub fn node_settings(config: &Config) -> NodeSettings {
     }
 }
 
+/// Starts the link probes and hands back their status (the agent's `probe::start`). The
+/// probes live in the agent crate; the daemon only runs them and shows their status.
+pub type StartProbes =
+    fn(Vec<ProbeConfig>, &TaskTracker, &CancellationToken) -> watch::Receiver<Vec<ProbeStatus>>;
+
 /// The whole `main` of `sitewatch-agent` and `sitewatch-witness`.
-pub fn main_for(role: Role, config_path: &Path) -> ExitCode {
+pub fn main_for(role: Role, config_path: &Path, start_probes: Option<StartProbes>) -> ExitCode {
     logging::init("info,raft=warn");
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -70,7 +76,7 @@ pub fn main_for(role: Role, config_path: &Path) -> ExitCode {
             info!("stopping on signal");
             signals.cancel();
         });
-        run(config, role, cancel).await
+        run(config, role, start_probes, cancel).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,7 +105,12 @@ async fn wait_for_signal() {
 
 /// Run a member until `cancel`. Fails on anything that makes it unsafe to go on
 /// (storage errors above all): systemd restarts it and it recovers from disk.
-pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    role: Role,
+    start_probes: Option<StartProbes>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let me = config.me().clone();
     if me.role != role {
         bail!(
@@ -123,8 +134,20 @@ pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyho
         Transport::start(config.clone(), tls, inbound_tx, tracker.clone(), cancel.clone())
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
+    let probes = match start_probes {
+        _ if config.probes.is_empty() => None,
+        Some(start) => Some(start(config.probes.clone(), &tracker, &cancel)),
+        None => {
+            warn!(
+                probes = config.probes.len(),
+                "[[probe]] entries ignored: only sitewatch-agent runs probes"
+            );
+            None
+        }
+    };
     let started = Instant::now();
-    let (report_tx, report_rx) = watch::channel(report(&config, &node, &transport, started));
+    let view = View { config: &config, transport: &transport, probes: probes.as_ref(), started };
+    let (report_tx, report_rx) = watch::channel(report(&view, &node));
     status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
     let st = node.status();
@@ -132,7 +155,7 @@ pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyho
         node = %me.name, role = %me.role, listen = %bound, term = st.term, commit = st.commit,
         applied = st.applied, "started"
     );
-    let result = raft_loop(node, &config, transport, inbound_rx, report_tx, started, cancel.clone())
+    let result = raft_loop(node, &view, inbound_rx, report_tx, cancel.clone())
         .instrument(info_span!("raft", node = %me.name))
         .await;
     cancel.cancel();
@@ -144,15 +167,22 @@ pub async fn run(config: Config, role: Role, cancel: CancellationToken) -> anyho
     result
 }
 
+/// What the status report is made of, besides the raft node.
+struct View<'a> {
+    config: &'a Config,
+    transport: &'a Transport,
+    probes: Option<&'a watch::Receiver<Vec<ProbeStatus>>>,
+    started: Instant,
+}
+
 async fn raft_loop<S: LogStore>(
     mut node: Node<S>,
-    config: &Config,
-    transport: Transport,
+    view: &View<'_>,
     mut inbound: mpsc::Receiver<raft::prelude::Message>,
     reports: watch::Sender<StatusReport>,
-    started: Instant,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (config, transport) = (view.config, view.transport);
     let mut tick = interval(config.timing.tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last = node.status();
@@ -161,7 +191,7 @@ async fn raft_loop<S: LogStore>(
             _ = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {
                 node.tick();
-                reports.send_replace(report(config, &node, &transport, started));
+                reports.send_replace(report(view, &node));
             }
             Some(m) = inbound.recv() => {
                 if let Err(e) = node.step(m) {
@@ -223,12 +253,8 @@ pub fn role_name(role: StateRole) -> &'static str {
     }
 }
 
-fn report<S: LogStore>(
-    config: &Config,
-    node: &Node<S>,
-    transport: &Transport,
-    started: Instant,
-) -> StatusReport {
+fn report<S: LogStore>(view: &View<'_>, node: &Node<S>) -> StatusReport {
+    let View { config, transport, probes, started } = *view;
     let me = config.me();
     let st: node::NodeStatus = node.status();
     let peers = transport.peers();
@@ -265,5 +291,6 @@ fn report<S: LogStore>(
             hold: state.hold,
         },
         peers,
+        probes: probes.map(|rx| rx.borrow().clone()).unwrap_or_default(),
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use sitewatch_proto::link::ProbeStatus;
 use sitewatch_proto::{FencingToken, Verdict};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -45,6 +46,9 @@ pub struct StatusReport {
     pub quorum: QuorumInfo,
     pub site: SiteInfo,
     pub peers: Vec<PeerStatus>,
+    /// This node's `[[probe]]`s, in config order (agents only).
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -45,6 +45,10 @@ const MAX_PENDING_HANDSHAKES: usize = 32;
 const OUTBOUND_QUEUE: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Why an accepted connection that closed before sending a byte was dropped: a TCP
+/// reachability probe (an agent's `[[probe]]` aimed at this port, a load balancer's health
+/// check) does exactly that every interval, and is no peer to warn about.
+const CLOSED_SILENT: &str = "closed before sending a byte";
 /// Pings kept per peer for its link figures: a minute at the default ping interval.
 const PING_WINDOW: usize = 60;
 
@@ -280,6 +284,9 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             drop(permit);
             match accepted {
                 Ok(Ok((wire, peer))) => run_connection(inner2, wire, peer).await,
+                Ok(Err(why)) if why == CLOSED_SILENT => {
+                    debug!(peer_addr = %addr, "connection {why} (a TCP probe?)")
+                }
                 Ok(Err(why)) => warn!(peer_addr = %addr, reason = %why, "refused cluster connection"),
                 Err(_) => warn!(peer_addr = %addr, "refused cluster connection: handshake timed out"),
             }
@@ -289,7 +296,15 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 
 async fn accept_one(inner: &Inner, acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<(Wire, Member), String> {
     let _ = tcp.set_nodelay(true);
-    let tls = acceptor.accept(Counted::new(tcp)).await.map_err(|e| handshake_error(&e))?;
+    let tcp = Counted::new(tcp);
+    let counters = tcp.counters.clone();
+    let tls = acceptor.accept(tcp).await.map_err(|e| {
+        if counters.received.load(Ordering::Relaxed) == 0 {
+            CLOSED_SILENT.to_string()
+        } else {
+            handshake_error(&e)
+        }
+    })?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
     let mut wire = wire(TlsStream::Server(tls));
     let hello = match wire.next().await {

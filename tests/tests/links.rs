@@ -275,10 +275,11 @@ fn delay_added_by_nfq_delay_is_measured_within_ten_percent() {
     let args = ["--queue", "5", "--delay-ms", "50", "--jitter-ms", "5", "--exit-after-s", "40"];
     lab.spawn_ready("w", "nfq-delay", &args, "nfq-delay: queue 5");
     let started = Instant::now();
-    // ICMP and TCP at once, 150 probes each.
-    let probe = |kind: &str| {
+    // ICMP and TCP at once, 150 probes each; and an ICMP probe whose 30 ms timeout the
+    // delay always exceeds, so that every answer comes late.
+    let probe = |kind: &str, timeout_ms: &str| {
         let target = if kind == "icmp" { W.to_string() } else { format!("{W}:{LISTEN_PORT}") };
-        let args = [
+        [
             "--kind",
             kind,
             "--target",
@@ -286,23 +287,27 @@ fn delay_added_by_nfq_delay_is_measured_within_ten_percent() {
             "--interval-ms",
             "20",
             "--timeout-ms",
-            "500",
+            timeout_ms,
             "--window",
             "150",
             "--run-ms",
             "3000",
-        ];
-        args.map(str::to_string)
+        ]
+        .map(str::to_string)
     };
-    let (icmp_args, tcp_args) = (probe("icmp"), probe("tcp"));
+    let final_of = |lines: mpsc::Receiver<(Instant, Value)>| {
+        lines
+            .iter()
+            .map(|(_, v)| v)
+            .find(|v| v["final"] == true)
+            .map(|v| v["probe"].clone())
+            .expect("a final line")
+    };
+    let (icmp_args, late_args, tcp_args) = (probe("icmp", "500"), probe("icmp", "30"), probe("tcp", "500"));
     let icmp_lines = lab.probe(&icmp_args.each_ref().map(String::as_str));
+    let late_lines = lab.probe(&late_args.each_ref().map(String::as_str));
     let tcp = lab.probe_to_end(&tcp_args.each_ref().map(String::as_str), Duration::from_secs(20));
-    let icmp = icmp_lines
-        .iter()
-        .map(|(_, v)| v)
-        .find(|v| v["final"] == true)
-        .map(|v| v["probe"].clone())
-        .expect("icmp probe's final line");
+    let (icmp, late) = (final_of(icmp_lines), final_of(late_lines));
     println!("run time {:?}", started.elapsed());
     for (p, method) in [(&icmp, "icmp"), (&tcp, "tcp")] {
         let (median, p95, jitter) = (f(p, "rtt_median_ms"), f(p, "rtt_p95_ms"), f(p, "jitter_ms"));
@@ -318,6 +323,13 @@ fn delay_added_by_nfq_delay_is_measured_within_ten_percent() {
         assert!((1.0..=6.0).contains(&jitter), "{method}: jitter {jitter}");
         assert_eq!(f(p, "lost"), 0.0, "{p}");
     }
+    // Late answers are neither losses nor RTT samples. The last probes may still count as
+    // lost when the final line is taken (their answers due after it), hence "almost all".
+    println!("30 ms timeout: {}", late["summary"]);
+    assert!(f(&late, "late") >= f(&late, "sent") - 3.0 && f(&late, "late") >= 140.0, "{late}");
+    assert_eq!(f(&late, "replies"), 0.0, "{late}");
+    assert!(late["summary"]["rtt_median_ms"].is_null(), "{late}");
+    assert!(f(&late, "loss") <= 0.02, "{late}");
 }
 
 #[test]

@@ -15,5 +15,5 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sitewatch_quorum::daemon::main_for(Role::Witness, &args.config)
+    sitewatch_quorum::daemon::main_for(Role::Witness, &args.config, None)
 }

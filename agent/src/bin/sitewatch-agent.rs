@@ -15,5 +15,5 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sitewatch_quorum::daemon::main_for(Role::Agent, &args.config)
+    sitewatch_quorum::daemon::main_for(Role::Agent, &args.config, Some(sitewatch_agent::probe::start))
 }
