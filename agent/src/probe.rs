@@ -20,7 +20,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use sitewatch_proto::link::{
-    LinkSummary, LinkTracker, ProbeConfig, ProbeKind, ProbeMethod, ProbeStatus, split_host_port,
+    LinkSummary, LinkTracker, Outcome, ProbeConfig, ProbeKind, ProbeMethod, ProbeStatus, split_host_port,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpStream, UdpSocket};
@@ -124,7 +124,10 @@ async fn run(
             }
             answer = prober.next_answer(link.next_seq()) => match answer {
                 Answer::Reply { seq, at } => {
-                    link.reply(seq, at);
+                    // An answer in time ends the trouble an old error described.
+                    if matches!(link.reply(seq, at), Some(Outcome::Reply { .. })) {
+                        out.current.last_error = None;
+                    }
                 }
                 Answer::Failed { seq, error } => {
                     debug!(seq, error = %error, "probe failed");

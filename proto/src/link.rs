@@ -446,7 +446,8 @@ pub struct ProbeStatus {
     pub kind: ProbeKind,
     pub method: ProbeMethod,
     pub summary: LinkSummary,
-    /// The latest failure worth telling (refused, unreachable, no ping socket).
+    /// The latest failure worth telling (refused, unreachable, no ping socket); cleared
+    /// by the next answer in time.
     pub last_error: Option<String>,
 }
 

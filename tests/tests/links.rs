@@ -8,7 +8,7 @@
 //! iproute2, nftables, iptables (CI installs them); otherwise each test prints
 //! `SKIPPED: <reason>` to stderr and passes.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -32,7 +32,8 @@ impl Lab {
     /// The lab, or `None` (having said why) where this machine cannot build one.
     fn new(test: &str) -> Option<Lab> {
         if let Err(why) = can_build_labs() {
-            eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+            // Through the stderr handle, not eprintln!, which the test harness captures.
+            let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {why} ***\n");
             return None;
         }
         remove_stale_labs();
@@ -79,8 +80,7 @@ impl Lab {
             .stdin(Stdio::piped())
             .spawn()
             .expect("run nft");
-        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), ruleset.as_bytes())
-            .expect("write ruleset");
+        Write::write_all(child.stdin.as_mut().expect("stdin"), ruleset.as_bytes()).expect("write ruleset");
         drop(child.stdin.take());
         assert!(child.wait().expect("nft").success(), "nft refused:\n{ruleset}");
     }
@@ -387,6 +387,28 @@ fn a_link_cut_at_the_bridge_is_seen_unreachable_within_the_probe_timeout() {
     let back = back.duration_since(restored);
     println!("restored: answered after {back:?}; loss {}", v["probe"]["summary"]["loss"]);
     assert!(v["probe"]["summary"]["lost"].as_u64() >= Some(8), "{v}");
+
+    // Another way to cut: w rejects the port with a TCP reset. A refusal is lost at once,
+    // without waiting for the timeout, and the status says it was refused.
+    lab.nft(
+        "w",
+        &format!(
+            r#"table inet lab {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    tcp dport {LISTEN_PORT} reject with tcp reset
+  }}
+}}
+"#
+        ),
+    );
+    let rejecting = Instant::now();
+    let (refused, v) = next("a refused probe", &|v| reach(v) & 1 == 0);
+    let refused = refused.duration_since(rejecting);
+    println!("reject: first loss after {refused:?}: {}", v["probe"]["last_error"]);
+    assert!(v["probe"]["last_error"].as_str().is_some_and(|e| e.contains("refused")), "{v}");
+    // Well before the first probe after the rule could have timed out.
+    assert!(refused < Duration::from_millis(timeout_ms), "{refused:?}: {v}");
 }
 
 #[test]
