@@ -58,7 +58,7 @@ impl Lab {
         }
         // Wait for the link: a TCP probe from a to w's listener must work before tests
         // start measuring. (DAD does not apply to IPv4; the bridge forwards at once.)
-        lab.spawn_ready("w", "tcp-listen", &[&format!("{W}:{LISTEN_PORT}")], "listening on");
+        lab.spawn_ready("w", "tcp-listen", &[&format!("{W}:{LISTEN_PORT}"), "120"], "listening on");
         Some(lab)
     }
 
