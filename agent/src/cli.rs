@@ -244,23 +244,54 @@ pub fn render(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<16} {:<8} {:<7} {:<12} {:>9} {:>13}",
-        "PEER", "ROLE", "VOTER", "STATE", "RTT", "LAST CONTACT"
+        "\n{:<16} {:<8} {:<7} {:<12} {:>9} {:>6} {:>5} {:>13}",
+        "PEER", "ROLE", "VOTER", "STATE", "RTT", "LOSS", "REACH", "LAST CONTACT"
     );
     for p in &r.peers {
         let rtt = p.rtt_ms.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let loss = p.link.loss.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
         let contact =
             p.last_contact_ms.map_or("never".to_string(), |v| format!("{:.1} s ago", v as f64 / 1000.0));
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<7} {:<12} {:>9} {:>13}",
+            "{:<16} {:<8} {:<7} {:<12} {:>9} {:>6} {:>5o} {:>13}",
             p.name,
             p.role.to_string(),
             if p.voter { "yes" } else { "no" },
             if p.connected { "connected" } else { "unreachable" },
             rtt,
+            loss,
+            // Octal, as ntpq shows it: 377 = the last eight pings answered.
+            p.link.reach,
             contact
         );
+    }
+    let probes = r.observation.as_ref().map_or(&[][..], |o| &o.probes[..]);
+    if !probes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<24} {:<13} {:>9} {:>9} {:>6} {:>5}",
+            "PROBE", "TARGET", "METHOD", "MEDIAN", "P95", "LOSS", "REACH"
+        );
+    }
+    for p in probes {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let s = &p.summary;
+        let loss = s.loss.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:<13} {:>9} {:>9} {:>6} {:>5o}",
+            p.name,
+            p.target,
+            p.method.to_string(),
+            ms(s.rtt_median_ms),
+            ms(s.rtt_p95_ms),
+            loss,
+            s.reach
+        );
+        if let Some(why) = &p.last_error {
+            let _ = writeln!(out, "{:<16} last error: {why}", "");
+        }
     }
     out
 }

@@ -7,4 +7,5 @@ pub mod demo;
 pub mod host;
 pub mod observer;
 pub mod pki;
+pub mod probe;
 pub mod ups;

@@ -1,7 +1,9 @@
-//! Assemble the agent's sensors into one `Observation` per interval and publish it.
+//! Assemble the agent's sensors (UPS monitors, link probes, host facts) into one
+//! `Observation` per interval and publish it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sitewatch_proto::link::ProbeStatus;
 use sitewatch_proto::observation::Observation;
 use sitewatch_proto::ups::{UpsConfig, UpsState, feeds_of, host_power};
 use sitewatch_quorum::config::Config;
@@ -12,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::host::{HostPaths, HostReader};
+use crate::probe;
 use crate::ups::{NutError, UpsReadings, spawn_monitors};
 
 fn unix_ms() -> u64 {
@@ -25,6 +28,7 @@ struct Observer {
     host: HostReader,
     ups_configs: Vec<UpsConfig>,
     ups: watch::Receiver<UpsReadings>,
+    probes: watch::Receiver<Vec<ProbeStatus>>,
 }
 
 impl Observer {
@@ -42,6 +46,7 @@ impl Observer {
             host: self.host.read(stopping),
             ups: readings.into_values().collect(),
             power,
+            probes: self.probes.borrow().clone(),
         }
     }
 }
@@ -74,7 +79,9 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<watch::Receiver<Observation>, NutError> {
     let clock = Clock::start();
-    let ups = spawn_monitors(&config.ups, clock, &cancel, &TaskTracker::new())?;
+    let tracker = TaskTracker::new();
+    let ups = spawn_monitors(&config.ups, clock, &cancel, &tracker)?;
+    let probes = probe::start(config.probes.clone(), &tracker, &cancel);
     let mut observer = Observer {
         node: config.node.clone(),
         seq: 0,
@@ -82,6 +89,7 @@ pub fn start(
         host: HostReader::new(HostPaths::default()),
         ups_configs: config.ups.clone(),
         ups,
+        probes,
     };
     let (tx, rx) = watch::channel(observer.observe(false));
     tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! every function here takes its inputs (including "now") as arguments.
 
 pub mod host;
+pub mod link;
 pub mod observation;
 pub mod state;
 pub mod ups;

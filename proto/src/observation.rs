@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::HostFacts;
+use crate::link::ProbeStatus;
 use crate::ups::{Power, UpsReading};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,4 +25,6 @@ pub struct Observation {
     pub ups: Vec<UpsReading>,
     /// This host's power, from the fresh readings of the UPSes that feed it.
     pub power: Power,
+    /// Link quality to each configured `[[probe]]` target, in config order.
+    pub probes: Vec<ProbeStatus>,
 }

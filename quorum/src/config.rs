@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sitewatch_proto::link::ProbeConfig;
 use sitewatch_proto::ups::{self, UpsConfig};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +36,9 @@ pub struct Config {
     /// The UPSes this agent watches through upsd.
     #[serde(default, rename = "ups")]
     pub ups: Vec<UpsConfig>,
+    /// Link-quality probes this node runs (`[[probe]]`); none by default.
+    #[serde(default, rename = "probe")]
+    pub probes: Vec<ProbeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +251,7 @@ impl Config {
         if t.snapshot_every == 0 {
             return at(vec![Key("timing"), Key("snapshot-every")], "must be at least 1".into());
         }
+        self.validate_probes()?;
         self.validate_ups()
     }
 
@@ -281,6 +286,21 @@ impl Config {
             }
             if !u.starttls && u.ca.is_some() {
                 return Err((key("ca"), "is only used with `starttls = true`".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_probes(&self) -> Result<(), (Vec<KeyStep>, String)> {
+        use KeyStep::{Index, Key};
+        let at = |path: Vec<KeyStep>, msg: String| Err((path, msg));
+        let mut probe_names = HashSet::new();
+        for (i, p) in self.probes.iter().enumerate() {
+            if let Some((key, why)) = p.problem() {
+                return at(vec![Key("probe"), Index(i), Key(key)], why);
+            }
+            if !probe_names.insert(p.name.as_str()) {
+                return at(vec![Key("probe"), Index(i), Key("name")], format!("`{}` appears twice", p.name));
             }
         }
         Ok(())
@@ -472,6 +492,67 @@ role = "witness"
             assert_eq!(e.key.as_deref(), Some(key), "{e}");
             assert!(e.line.is_some(), "{e}");
         }
+    }
+
+    const PROBES: &str = r#"
+[[probe]]
+name = "witness"
+target = "vps.example.net:7420"
+kind = "tcp"
+
+[[probe]]
+name = "gateway"
+target = "192.168.1.1"
+kind = "icmp"
+port = 443
+interval = "250ms"
+timeout = "2s"
+window = 600
+"#;
+
+    #[test]
+    fn probes_parse_with_defaults() {
+        use sitewatch_proto::link::ProbeKind;
+        let c = parse(&format!("{GOOD}{PROBES}")).unwrap();
+        assert_eq!(c.probes.len(), 2);
+        let w = &c.probes[0];
+        assert_eq!((w.kind, w.port), (ProbeKind::Tcp, None));
+        assert_eq!((w.interval, w.timeout, w.window), (Duration::from_secs(1), Duration::from_secs(1), 60));
+        let g = &c.probes[1];
+        assert_eq!((g.kind, g.port), (ProbeKind::Icmp, Some(443)));
+        assert_eq!(
+            (g.interval, g.timeout, g.window),
+            (Duration::from_millis(250), Duration::from_secs(2), 600)
+        );
+        assert!(parse(GOOD).unwrap().probes.is_empty());
+    }
+
+    #[test]
+    fn bad_probes_are_refused_with_their_key_and_line() {
+        let all = format!("{GOOD}{PROBES}");
+        // PROBES starts on line 30 of `all`: the second probe's keys are on lines 36-42.
+        let cases = [
+            (all.replace("name = \"gateway\"", "name = \"witness\""), "probe[2].name", 36),
+            (all.replace("timeout = \"2s\"", "timeout = \"0s\""), "probe[2].timeout", 41),
+            (all.replace("interval = \"250ms\"", "interval = \"0ms\""), "probe[2].interval", 40),
+            (all.replace("window = 600", "window = 0"), "probe[2].window", 42),
+            (all.replace("window = 600", "window = 3601"), "probe[2].window", 42),
+            (
+                all.replace("target = \"vps.example.net:7420\"", "target = \"vps.example.net\""),
+                "probe[1].target",
+                32,
+            ),
+            (all.replace("\"192.168.1.1\"", "\"192.168.1.1:80\""), "probe[2].target", 37),
+        ];
+        for (text, key, line) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+        }
+        let e = parse(&all.replace("kind = \"tcp\"", "kind = \"udp\"")).unwrap_err();
+        assert_eq!(e.line, Some(33), "{e}");
+        let e = parse(&all.replace("window = 600", "windw = 600")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("windw"), "{e}");
     }
 
     #[test]

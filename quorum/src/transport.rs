@@ -7,7 +7,7 @@
 //! carries traffic both ways. A bad peer (garbage, an oversized frame, another CA,
 //! another cluster) costs one log line and that connection, nothing else.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,6 +21,7 @@ use protobuf::Message as _;
 use raft::prelude::Message;
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
+use sitewatch_proto::link::{LinkSummary, LinkTracker};
 use sitewatch_proto::{Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::{Config, Member, Role};
+use crate::config::{Config, Member, Role, Timing};
 use crate::tls::{TlsIdentity, cert_names};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,6 +45,12 @@ const MAX_PENDING_HANDSHAKES: usize = 32;
 const OUTBOUND_QUEUE: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Why an accepted connection that closed before sending a byte was dropped: a TCP
+/// reachability probe (an agent's `[[probe]]` aimed at this port, a load balancer's health
+/// check) does exactly that every interval, and is no peer to warn about.
+const CLOSED_SILENT: &str = "closed before sending a byte";
+/// Pings kept per peer for its link figures: a minute at the default ping interval.
+const PING_WINDOW: usize = 60;
 
 type Wire = tokio_serde::SymmetricallyFramed<
     Framed<TlsStream<Counted<TcpStream>>, LengthDelimitedCodec>,
@@ -60,24 +67,48 @@ pub struct PeerStatus {
     pub voter: bool,
     pub address: String,
     pub connected: bool,
-    /// Round-trip time of the last application ping, milliseconds.
+    /// Round-trip time of the last answered application ping, milliseconds.
     pub rtt_ms: Option<f64>,
+    /// The last pings to this peer: RTT median and p95, loss, jitter, reach.
+    /// See [`ping_timeout`] for what counts as lost.
+    #[serde(default)]
+    pub link: LinkSummary,
     /// Milliseconds since anything arrived from the peer.
     pub last_contact_ms: Option<u64>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
 
-#[derive(Default)]
 struct PeerState {
     link: Option<Link>,
-    rtt: Option<Duration>,
+    /// Application pings; kept across reconnections, so the figures describe the peer.
+    pings: LinkTracker<Instant>,
     last_contact: Option<Instant>,
     /// Bytes of closed connections; the open one's are read live from its counters.
     bytes_sent: u64,
     bytes_received: u64,
     /// Whether the last dial failed, so repeated failures log once.
     failing: bool,
+}
+
+impl PeerState {
+    fn new(timing: &Timing) -> PeerState {
+        PeerState {
+            link: None,
+            pings: LinkTracker::new(PING_WINDOW, ping_timeout(timing)),
+            last_contact: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            failing: false,
+        }
+    }
+}
+
+/// A pong later than this counts its ping lost (and then late if it comes at all): twice
+/// the ping interval, so a pong queued behind one busy interval of raft traffic is not a
+/// loss, but never past the peer timeout, after which the connection is given up anyway.
+pub fn ping_timeout(timing: &Timing) -> Duration {
+    (timing.ping_interval * 2).min(timing.peer_timeout)
 }
 
 struct Link {
@@ -130,8 +161,12 @@ impl Transport {
             protocol_version: PROTOCOL_VERSION,
             members_digest: config.members_digest(),
         };
-        let peers =
-            config.members.iter().filter(|m| m.id != me.id).map(|m| (m.id, PeerState::default())).collect();
+        let peers = config
+            .members
+            .iter()
+            .filter(|m| m.id != me.id)
+            .map(|m| (m.id, PeerState::new(&config.timing)))
+            .collect();
         let inner = Arc::new(Inner {
             config: config.clone(),
             hello,
@@ -183,6 +218,7 @@ impl Transport {
             .iter()
             .filter_map(|m| {
                 let p = peers.get(&m.id)?;
+                let link = p.pings.summary();
                 let (live_sent, live_received) = p.link.as_ref().map_or((0, 0), |l| {
                     (l.counters.sent.load(Ordering::Relaxed), l.counters.received.load(Ordering::Relaxed))
                 });
@@ -193,7 +229,8 @@ impl Transport {
                     voter: m.voter,
                     address: m.address.clone(),
                     connected: p.link.is_some(),
-                    rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    rtt_ms: link.last_rtt_ms,
+                    link,
                     last_contact_ms: p.last_contact.map(|t| now.duration_since(t).as_millis() as u64),
                     bytes_sent: p.bytes_sent + live_sent,
                     bytes_received: p.bytes_received + live_received,
@@ -247,6 +284,9 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             drop(permit);
             match accepted {
                 Ok(Ok((wire, peer))) => run_connection(inner2, wire, peer).await,
+                Ok(Err(why)) if why == CLOSED_SILENT => {
+                    debug!(peer_addr = %addr, "connection {why} (a TCP probe?)")
+                }
                 Ok(Err(why)) => warn!(peer_addr = %addr, reason = %why, "refused cluster connection"),
                 Err(_) => warn!(peer_addr = %addr, "refused cluster connection: handshake timed out"),
             }
@@ -256,7 +296,15 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 
 async fn accept_one(inner: &Inner, acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<(Wire, Member), String> {
     let _ = tcp.set_nodelay(true);
-    let tls = acceptor.accept(Counted::new(tcp)).await.map_err(|e| handshake_error(&e))?;
+    let tcp = Counted::new(tcp);
+    let counters = tcp.counters.clone();
+    let tls = acceptor.accept(tcp).await.map_err(|e| {
+        if counters.received.load(Ordering::Relaxed) == 0 {
+            CLOSED_SILENT.to_string()
+        } else {
+            handshake_error(&e)
+        }
+    })?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
     let mut wire = wire(TlsStream::Server(tls));
     let hello = match wire.next().await {
@@ -348,7 +396,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Member) {
             Err(why) => {
                 let first = {
                     let mut peers = inner.peers.lock().expect("peer table lock");
-                    let p = peers.entry(peer.id).or_default();
+                    let p = peers.entry(peer.id).or_insert_with(|| PeerState::new(&inner.config.timing));
                     !std::mem::replace(&mut p.failing, true)
                 };
                 if first {
@@ -404,7 +452,7 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
     {
         let mut peers = inner.peers.lock().expect("peer table lock");
-        let p = peers.entry(peer.id).or_default();
+        let p = peers.entry(peer.id).or_insert_with(|| PeerState::new(&inner.config.timing));
         if let Some(old) = p.link.replace(Link { conn, tx, counters: counters.clone() }) {
             p.bytes_sent += old.counters.sent.load(Ordering::Relaxed);
             p.bytes_received += old.counters.received.load(Ordering::Relaxed);
@@ -416,8 +464,6 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
     let timing = &inner.config.timing;
     let mut ping = tokio::time::interval(timing.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut nonce = 0u64;
-    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut last_rx = Instant::now();
     let reason: String = loop {
         tokio::select! {
@@ -454,13 +500,9 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
                         }
                     }
                     Frame::Pong { nonce } => {
-                        if let Some(pos) = in_flight.iter().position(|(n, _)| *n == nonce) {
-                            let rtt = in_flight[pos].1.elapsed();
-                            in_flight.drain(..=pos);
-                            let mut peers = inner.peers.lock().expect("peer table lock");
-                            if let Some(p) = peers.get_mut(&peer.id) {
-                                p.rtt = Some(rtt);
-                            }
+                        let mut peers = inner.peers.lock().expect("peer table lock");
+                        if let Some(p) = peers.get_mut(&peer.id) {
+                            p.pings.reply(nonce, last_rx);
                         }
                     }
                     other => break format!("unexpected {} after the hello", frame_kind(&other)),
@@ -475,11 +517,14 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
                 if silent > timing.peer_timeout {
                     break format!("silent for {} ms", silent.as_millis());
                 }
-                nonce += 1;
-                in_flight.push_back((nonce, Instant::now()));
-                if in_flight.len() > 8 {
-                    in_flight.pop_front();
-                }
+                // Losses are noticed at this granularity: one ping interval.
+                let nonce = {
+                    let now = Instant::now();
+                    let mut peers = inner.peers.lock().expect("peer table lock");
+                    let Some(p) = peers.get_mut(&peer.id) else { break "peer vanished from the table".into() };
+                    p.pings.expire(now);
+                    p.pings.send(now)
+                };
                 if let Err(e) = send_frame(&mut wire, Frame::Ping { nonce }, timing.peer_timeout).await {
                     break e;
                 }
@@ -492,6 +537,7 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
             && p.link.as_ref().is_some_and(|l| l.conn == conn)
         {
             p.link = None;
+            p.pings.abandon();
             p.bytes_sent += counters.sent.load(Ordering::Relaxed);
             p.bytes_received += counters.received.load(Ordering::Relaxed);
         }

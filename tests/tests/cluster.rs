@@ -20,6 +20,14 @@ fn count(haystack: &str, needle: &str) -> usize {
 #[test]
 fn elects_fails_over_after_kill_9_and_the_killed_node_catches_up() {
     let mut c = Cluster::three();
+    // agent-1 probes the witness's cluster port with TCP connects, as an operator would.
+    let witness_port = c.node("witness").spec.port;
+    let probe = format!(
+        "\n[[probe]]\nname = \"witness-tcp\"\ntarget = \"127.0.0.1:{witness_port}\"\nkind = \"tcp\"\ninterval = \"200ms\"\n"
+    );
+    let agent_config = c.node("agent-1").config.clone();
+    let text = std::fs::read_to_string(&agent_config).expect("config") + &probe;
+    std::fs::write(&agent_config, text).expect("write config");
     c.start_all();
     let (first, term) = c.wait_leader(ELECTION_LIMIT);
     assert_ne!(first, "witness", "with both agents up, an agent leads (priority)");
@@ -42,6 +50,31 @@ fn elects_fails_over_after_kill_9_and_the_killed_node_catches_up() {
             assert!(later > seq);
         }
     }
+    // Peer pings feed each peer's link window: answered, none lost on loopback.
+    let link = wait_for(ELECTION_LIMIT, "a ping answered by every peer", || {
+        let s = c.node(&first).status()?;
+        let peers = s["peers"].as_array()?.clone();
+        peers.iter().all(|p| p["link"]["replies"].as_u64() > Some(0)).then_some(peers)
+    });
+    for p in &link {
+        assert_eq!(p["link"]["lost"], 0, "{p}");
+        assert_eq!(p["link"]["reach"].as_u64().map(|r| r & 1), Some(1), "{p}");
+        assert!(p["rtt_ms"].as_f64().is_some_and(|r| r < 1000.0), "{p}");
+    }
+    // The agent's probe shows in its status, and the probed witness does not log each
+    // probe as a refused peer.
+    let probe = wait_for(ELECTION_LIMIT, "agent-1's probe of the witness answered", || {
+        let s = c.node("agent-1").status()?;
+        let p = s["observation"]["probes"].get(0)?.clone();
+        // Three answered in a row (the first may find the witness not yet listening).
+        (p["summary"]["reach"].as_u64()? & 0b111 == 0b111).then_some(p)
+    });
+    assert_eq!((&probe["name"], &probe["method"]), (&"witness-tcp".into(), &"tcp".into()), "{probe}");
+    assert!(probe["summary"]["rtt_median_ms"].as_f64().is_some_and(|r| r < 1000.0), "{probe}");
+    let witness_logs = c.node("witness").logs();
+    assert_eq!(count(&witness_logs, "refused cluster connection"), 0, "{witness_logs}");
+    let agent_2 = c.node("agent-2").status().expect("status");
+    assert!(agent_2["observation"]["probes"].as_array().is_some_and(|p| p.is_empty()), "{agent_2}");
 
     c.node(&first).kill9();
     let lost = Instant::now();
