@@ -47,6 +47,7 @@ impl Observer {
             ups: readings.into_values().collect(),
             power,
             probes: self.probes.borrow().clone(),
+            peers: Vec::new(),
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::HostFacts;
-use crate::link::ProbeStatus;
+use crate::link::{LinkSummary, ProbeStatus};
 use crate::ups::{Power, UpsReading};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,4 +27,16 @@ pub struct Observation {
     pub power: Power,
     /// Link quality to each configured `[[probe]]` target, in config order.
     pub probes: Vec<ProbeStatus>,
+    /// The cluster connection to every other member, from the quorum's own pings
+    /// (filled in by the daemon, which owns the connections).
+    #[serde(default)]
+    pub peers: Vec<PeerLink>,
+}
+
+/// This node's cluster connection to one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerLink {
+    pub name: String,
+    pub connected: bool,
+    pub link: LinkSummary,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use raft::StateRole;
-use sitewatch_proto::observation::Observation;
+use sitewatch_proto::observation::{Observation, PeerLink};
 use sitewatch_proto::state::Applied;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval};
@@ -22,7 +22,7 @@ use crate::notify::Notifier;
 use crate::status::{self, NodeInfo, QuorumInfo, RaftInfo, SiteInfo, StatusReport};
 use crate::storage::{LogStore, RedbStore};
 use crate::tls::TlsIdentity;
-use crate::transport::Transport;
+use crate::transport::{PeerStatus, Transport};
 use crate::{logging, node};
 
 /// How long shutdown waits for tasks to finish before giving up on them.
@@ -136,7 +136,7 @@ pub async fn run(
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
     let started = Instant::now();
-    let (report_tx, report_rx) = watch::channel(report(&config, &node, &transport, started, None));
+    let (report_tx, report_rx) = watch::channel(report(&config, &node, transport.peers(), started, None));
     let mut publisher = Publisher { reports: report_tx, started, notifier: Notifier::from_env(), local };
     status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
@@ -240,8 +240,16 @@ struct Publisher {
 
 impl Publisher {
     fn publish<S: LogStore>(&mut self, config: &Config, node: &Node<S>, transport: &Transport, now: Instant) {
-        let observation = self.local.as_ref().map(|rx| rx.borrow().clone());
-        let report = report(config, node, transport, self.started, observation);
+        let peers = transport.peers();
+        let observation = self.local.as_ref().map(|rx| {
+            let mut o = rx.borrow().clone();
+            o.peers = peers
+                .iter()
+                .map(|p| PeerLink { name: p.name.clone(), connected: p.connected, link: p.link.clone() })
+                .collect();
+            o
+        });
+        let report = report(config, node, peers, self.started, observation);
         self.notifier.status(&status_line(&report));
         // Petted from the raft loop itself: if this loop wedges, systemd restarts us.
         self.notifier.pet(now);
@@ -273,13 +281,12 @@ pub fn role_name(role: StateRole) -> &'static str {
 fn report<S: LogStore>(
     config: &Config,
     node: &Node<S>,
-    transport: &Transport,
+    peers: Vec<PeerStatus>,
     started: Instant,
     observation: Option<Observation>,
 ) -> StatusReport {
     let me = config.me();
     let st: node::NodeStatus = node.status();
-    let peers = transport.peers();
     let voters = config.members.iter().filter(|m| m.voter).count();
     let voters_reachable = usize::from(me.voter) + peers.iter().filter(|p| p.voter && p.connected).count();
     let leader = (st.leader != raft::INVALID_ID).then_some(st.leader);

@@ -61,6 +61,14 @@ fn elects_fails_over_after_kill_9_and_the_killed_node_catches_up() {
         assert_eq!(p["link"]["reach"].as_u64().map(|r| r & 1), Some(1), "{p}");
         assert!(p["rtt_ms"].as_f64().is_some_and(|r| r < 1000.0), "{p}");
     }
+    // The same links travel in the agent's observation, ready for the leader.
+    let observed = c.node(&first).status().expect("status")["observation"]["peers"].clone();
+    let observed = observed.as_array().expect("observation.peers");
+    assert_eq!(observed.len(), 2, "{observed:?}");
+    for p in observed {
+        assert_eq!(p["connected"], true, "{p}");
+        assert!(p["link"]["replies"].as_u64().is_some_and(|n| n > 0), "{p}");
+    }
     // The agent's probe shows in its status, and the probed witness does not log each
     // probe as a refused peer.
     let probe = wait_for(ELECTION_LIMIT, "agent-1's probe of the witness answered", || {
