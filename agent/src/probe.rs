@@ -138,7 +138,8 @@ async fn run(
                 }
                 Answer::GaveUp => {}
             },
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+            // Just past the deadline: a probe counts as lost only once its time is over.
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now) + Duration::from_millis(1)), if deadline.is_some() => {
                 link.expire(Instant::now());
             }
         }

@@ -256,6 +256,9 @@ impl Monitor {
                 _ = self.cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            // Stamped with the poll's start: ups.status is read after it, so a slow poll
+            // makes a reading look older than it is, never fresher.
+            let started = self.clock.now_ms();
             let state = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
@@ -263,7 +266,7 @@ impl Monitor {
             };
             let unreachable = matches!(state, UpsState::Unreachable { .. });
             self.log_change(&mut last_seen, &state);
-            self.publish(state);
+            self.publish(state, started);
             if !unreachable {
                 failures = 0;
                 continue;
@@ -305,8 +308,7 @@ impl Monitor {
         open.poll(&self.config.name).await
     }
 
-    fn publish(&self, state: UpsState) {
-        let now = self.clock.now_ms();
+    fn publish(&self, state: UpsState, now: u64) {
         let name = &self.config.name;
         self.readings.send_modify(|all| {
             let next = match all.get(name) {

@@ -210,7 +210,10 @@ impl Config {
             if !ids.insert(m.id) {
                 return at(vec![Key("member"), Index(i), Key("id")], format!("id {} appears twice", m.id));
             }
-            if !m.address.contains(':') {
+            if m.address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
                 return at(
                     vec![Key("member"), Index(i), Key("address")],
                     format!("`{}` needs host:port", m.address),
@@ -241,6 +244,9 @@ impl Config {
                 vec![Key("timing"), Key("election-ticks")],
                 format!("must be above heartbeat-ticks ({})", t.heartbeat_ticks),
             );
+        }
+        if t.ping_interval.is_zero() {
+            return at(vec![Key("timing"), Key("ping-interval")], "must be above zero".into());
         }
         if t.peer_timeout <= t.ping_interval {
             return at(vec![Key("timing"), Key("peer-timeout")], "must be longer than ping-interval".into());

@@ -174,6 +174,11 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// The commit index of the stored hard state: what a crash right now keeps.
+    pub fn durable_commit(&self) -> u64 {
+        self.raw.store().hard_state().commit
+    }
+
     /// The committed entries this node still holds (those after its latest snapshot).
     pub fn committed_log(&self) -> impl Iterator<Item = &Entry> {
         let store = self.raw.store();
@@ -295,8 +300,12 @@ impl<S: LogStore> Node<S> {
         let index = snap.get_metadata().index;
         let state = SiteState::from_snapshot(snap.get_data())
             .map_err(|e| NodeError::Snapshot { index, error: e.to_string() })?;
+        // The hard state (raft has moved its commit to the snapshot index) goes in the
+        // same batch: stored apart, a crash between the two writes would leave a commit
+        // below the snapshot, which raft-rs refuses to restart from.
         self.persist(WriteBatch {
             snapshot: Some(SnapshotWrite::Install(snap)),
+            hard_state: Some(self.raw.raft.hard_state()),
             applied: Some(index),
             ..Default::default()
         })?;

@@ -113,7 +113,14 @@ pub fn serve(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // A stale socket from a killed daemon would make bind fail.
+    // A stale socket from a killed daemon would make bind fail; a live one belongs to
+    // another daemon, whose socket we must not take.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another daemon answers on this socket (set `status-socket` to tell them apart)",
+        ));
+    }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -129,7 +136,12 @@ pub fn serve(
                 _ = cancel.cancelled() => break,
                 r = listener.accept() => match r {
                     Ok((s, _)) => s,
-                    Err(e) => { warn!(error = %e, "status socket accept failed"); continue; }
+                    Err(e) => {
+                        // E.g. out of file descriptors: pause rather than spin on it.
+                        warn!(error = %e, "status socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 },
             };
             let Ok(permit) = clients.clone().try_acquire_owned() else {

@@ -206,6 +206,25 @@ impl LogStore for RedbStore {
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Persisted>>,
+    /// Writes left before one fails (and writes nothing): a crash in the middle of a
+    /// node's sequence of writes, for the simulation.
+    fail_in: Arc<Mutex<Option<u32>>>,
+}
+
+impl MemoryStore {
+    /// Make the `n`th write from now fail, as if the process died during it.
+    pub fn fail_after(&self, n: u32) {
+        if let Ok(mut f) = self.fail_in.lock() {
+            *f = Some(n.max(1));
+        }
+    }
+
+    /// Take back a pending `fail_after`.
+    pub fn clear_failure(&self) {
+        if let Ok(mut f) = self.fail_in.lock() {
+            *f = None;
+        }
+    }
 }
 
 impl LogStore for MemoryStore {
@@ -214,6 +233,16 @@ impl LogStore for MemoryStore {
     }
 
     fn write(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        {
+            let mut fail = self.fail_in.lock().map_err(|_| StoreError::Db("poisoned".into()))?;
+            if let Some(n) = fail.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    *fail = None;
+                    return Err(StoreError::Db("injected failure".into()));
+                }
+            }
+        }
         let mut p = self.inner.lock().map_err(|_| StoreError::Db("poisoned".into()))?;
         let mut cache = LogCache::from_persisted(std::mem::take(&mut *p));
         cache.apply(batch);

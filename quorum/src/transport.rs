@@ -490,8 +490,17 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
                         if m.from != peer.id {
                             break format!("sent a raft message as node {}", m.from);
                         }
-                        if inner.inbound.send(m).await.is_err() {
-                            break "shutting down".into();
+                        if m.to != inner.hello.node_id {
+                            break format!("sent a raft message for node {}", m.to);
+                        }
+                        // Never wait on the raft loop: a connection that blocked here would
+                        // stop answering pings. raft tolerates a dropped message.
+                        match inner.inbound.try_send(m) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                debug!(peer = %peer.name, "raft inbound queue full; message dropped");
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break "shutting down".into(),
                         }
                     }
                     Frame::Ping { nonce } => {
