@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 pub fn main() -> ExitCode {
     logging::init("error");
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match daemon::daemon_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

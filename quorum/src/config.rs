@@ -492,6 +492,9 @@ role = "witness"
             (GOOD.replace("\"10.0.0.2:7420\"", "\"10.0.0.2\""), "member[2].address"),
             (format!("{GOOD}\n[timing]\nelection-ticks = 1\n"), "timing.election-ticks"),
             (format!("{GOOD}\n[timing]\nping-interval = \"10s\"\n"), "timing.peer-timeout"),
+            (format!("{GOOD}\n[timing]\nping-interval = \"0s\"\n"), "timing.ping-interval"),
+            (GOOD.replace("\"10.0.0.2:7420\"", "\"10.0.0.2:http\""), "member[2].address"),
+            (GOOD.replace("\"10.0.0.2:7420\"", "\":7420\""), "member[2].address"),
         ];
         for (text, key) in cases {
             let e = parse(&text).unwrap_err();

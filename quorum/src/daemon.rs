@@ -61,7 +61,7 @@ pub fn main_for(role: Role, config_path: &Path, start_local: StartLocal) -> Exit
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match daemon_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -87,6 +87,13 @@ pub fn main_for(role: Role, config_path: &Path, start_local: StartLocal) -> Exit
             ExitCode::FAILURE
         }
     }
+}
+
+/// Two workers: the raft loop's fsyncs (see `raft_loop`) run in place on one while the
+/// other keeps pings, probes and the status socket moving. A 1 GB homelab box's SD card
+/// can take 100 ms to sync; nothing else should wait for it.
+pub fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
 async fn wait_for_signal() {
@@ -184,7 +191,8 @@ async fn raft_loop<S: LogStore>(
                 }
             }
         }
-        let out = node.advance().context("persisting raft state")?;
+        // advance() fsyncs: tell the runtime, so other tasks move to the other worker.
+        let out = tokio::task::block_in_place(|| node.advance()).context("persisting raft state")?;
         for m in &out.messages {
             let delivered = transport.send(m);
             node.report_delivery(m, delivered);
