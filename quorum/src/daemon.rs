@@ -191,7 +191,10 @@ async fn raft_loop<S: LogStore>(
                 }
             }
         }
-        // advance() fsyncs: tell the runtime, so other tasks move to the other worker.
+        if !node.has_ready() {
+            continue;
+        }
+        // advance() may fsync: tell the runtime, so other tasks move to the other worker.
         let out = tokio::task::block_in_place(|| node.advance()).context("persisting raft state")?;
         for m in &out.messages {
             let delivered = transport.send(m);

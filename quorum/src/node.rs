@@ -174,6 +174,11 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// Whether `advance` has anything to do (it may then write to storage).
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
     /// The commit index of the stored hard state: what a crash right now keeps.
     pub fn durable_commit(&self) -> u64 {
         self.raw.store().hard_state().commit
