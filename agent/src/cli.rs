@@ -209,7 +209,7 @@ pub fn render(r: &StatusReport) -> String {
         let _ = writeln!(
             out,
             "host     up {}, load {:.2} {:.2} {:.2}, memory {} of {} MiB free{down}",
-            uptime(h.uptime_s),
+            short_duration(h.uptime_s),
             h.load[0],
             h.load[1],
             h.load[2],
@@ -230,7 +230,7 @@ pub fn render(r: &StatusReport) -> String {
                         parts.push(format!("charge {c:.0}%"));
                     }
                     if let Some(r) = d.battery_runtime_s {
-                        parts.push(format!("runtime {}", uptime(r)));
+                        parts.push(format!("runtime {}", short_duration(r)));
                     }
                     if let Some(l) = d.load {
                         parts.push(format!("load {l:.0}%"));
@@ -296,7 +296,7 @@ pub fn render(r: &StatusReport) -> String {
     out
 }
 
-fn uptime(s: u64) -> String {
+fn short_duration(s: u64) -> String {
     match s {
         0..=3599 => format!("{}m", s / 60),
         3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),

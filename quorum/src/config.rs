@@ -83,7 +83,7 @@ impl fmt::Display for Role {
 
 /// Raft and transport timing. The defaults suit a VPS witness over the internet
 /// (etcd's guidance: heartbeat about one RTT, election at least ten): with a 100 ms tick a
-/// follower gives up on a silent leader after 1.1 to 2.1 s, and a new leader stands one
+/// follower gives up on a silent leader after 1.1 to 2.0 s, and a new leader stands one
 /// pre-vote and one vote round trip later.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]

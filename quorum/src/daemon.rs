@@ -280,7 +280,7 @@ fn status_line(r: &StatusReport) -> String {
     )
 }
 
-pub fn role_name(role: StateRole) -> &'static str {
+fn role_name(role: StateRole) -> &'static str {
     match role {
         StateRole::Leader => "leader",
         StateRole::Follower => "follower",

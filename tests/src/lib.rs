@@ -65,6 +65,14 @@ pub fn sitewatch(args: &[&str]) -> Output {
     Command::new(bin("sitewatch")).args(args).output().expect("run sitewatch")
 }
 
+/// Whether this process runs with an effective uid of 0 (namespaces and NUT need it).
+pub fn is_root() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // "Uid:\treal\teffective\tsaved\tfs"
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    euid == Some("0")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }

@@ -38,7 +38,7 @@ pub struct Upsd {
 
 /// Why this machine cannot run a real upsd, if it cannot.
 pub fn unavailable(tls: bool) -> Option<String> {
-    if !is_root() {
+    if !crate::is_root() {
         return Some("a real upsd needs root (drivers and upsd drop to user nut)".into());
     }
     for program in [UPSD, UPSDRVCTL, DUMMY_UPS] {
@@ -73,11 +73,6 @@ pub fn dev_file(status: &str, charge: u32) -> String {
         "device.type: ups\nups.status: {status}\nbattery.charge: {charge}\nbattery.runtime: 1800\n\
          battery.runtime.low: 300\ninput.voltage: 230.0\nups.load: 25\n"
     )
-}
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 impl Upsd {

@@ -183,10 +183,7 @@ fn run(args: &[&str]) {
 }
 
 fn can_build_labs() -> Result<(), String> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
-    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    if euid != Some("0") {
+    if !sitewatch_tests::is_root() {
         return Err("not root: network namespaces need root (CI runs as root)".into());
     }
     for (tool, args) in
