@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sitewatch_proto::link::ProbeStatus;
-use sitewatch_proto::observation::Observation;
-use sitewatch_proto::ups::{UpsConfig, UpsState, feeds_of, host_power};
+use sitewatch_proto::observation::{BatterySummary, Observation};
+use sitewatch_proto::ups::{Power, StatusFlag, UpsConfig, UpsState, feeds_of, host_power};
 use sitewatch_quorum::config::Config;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
@@ -29,6 +29,8 @@ struct Observer {
     ups_configs: Vec<UpsConfig>,
     ups: watch::Receiver<UpsReadings>,
     probes: watch::Receiver<Vec<ProbeStatus>>,
+    /// This host's power and since when (agent clock, ms).
+    power: (Power, u64),
 }
 
 impl Observer {
@@ -37,7 +39,12 @@ impl Observer {
         let now = self.clock.now_ms();
         let readings = self.ups.borrow().clone();
         let feeds: Vec<&UpsConfig> = feeds_of(&self.ups_configs, &self.node, &self.node).collect();
-        let power = host_power(feeds.iter().map(|c| readings.get(&c.name)), now, max_age(&feeds));
+        let max_age = max_age(&feeds);
+        let power = host_power(feeds.iter().map(|c| readings.get(&c.name)), now, max_age);
+        if power != self.power.0 {
+            self.power = (power, now);
+        }
+        let battery = (power == Power::Battery).then(|| battery_summary(&feeds, &readings, now, max_age));
         Observation {
             node: self.node.clone(),
             seq: self.seq,
@@ -46,10 +53,37 @@ impl Observer {
             host: self.host.read(stopping),
             ups: readings.into_values().collect(),
             power,
+            power_for_ms: now.saturating_sub(self.power.1),
+            battery,
             probes: self.probes.borrow().clone(),
             peers: Vec::new(),
         }
     }
+}
+
+/// What the fresh readings of the feeding UPSes say about a host on battery.
+fn battery_summary(
+    feeds: &[&UpsConfig],
+    readings: &UpsReadings,
+    now: u64,
+    max_age: Duration,
+) -> BatterySummary {
+    let mut summary = BatterySummary::default();
+    for config in feeds {
+        let Some(data) = readings.get(&config.name).and_then(|r| r.fresh_data(now, max_age)) else {
+            continue;
+        };
+        for flag in [StatusFlag::LB, StatusFlag::FSD] {
+            if data.status.has(flag) {
+                summary.critical.push(format!("{}:{}", flag.as_str(), config.name));
+            }
+        }
+        summary.runtime_s = summary.runtime_s.max(data.battery_runtime_s);
+        if let Some(charge) = data.battery_charge {
+            summary.charge_pct = Some(summary.charge_pct.map_or(charge, |c: f64| c.max(charge)));
+        }
+    }
+    summary
 }
 
 /// What about the UPSes is worth an observation out of turn: each one's state and flags.
@@ -91,6 +125,7 @@ pub fn start(
         ups_configs: config.ups.clone(),
         ups,
         probes,
+        power: (Power::Unknown, 0),
     };
     let (tx, rx) = watch::channel(observer.observe(false));
     tokio::spawn(async move {

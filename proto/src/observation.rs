@@ -25,6 +25,12 @@ pub struct Observation {
     pub ups: Vec<UpsReading>,
     /// This host's power, from the fresh readings of the UPSes that feed it.
     pub power: Power,
+    /// How long `power` has been what it is, on the agent's clock (0 at agent start).
+    #[serde(default)]
+    pub power_for_ms: u64,
+    /// While on battery: what the feeding UPSes say about what is left.
+    #[serde(default)]
+    pub battery: Option<BatterySummary>,
     /// Link quality to each configured `[[probe]]` target, in config order.
     pub probes: Vec<ProbeStatus>,
     /// The cluster connection to every other member, from the quorum's own pings
@@ -33,10 +39,23 @@ pub struct Observation {
     pub peers: Vec<PeerLink>,
 }
 
+/// The feeding UPSes' word on how long a host on battery has left.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatterySummary {
+    /// Flags that mean "shutting down now", e.g. `LB:rack-ups`, `FSD:rack-ups`.
+    pub critical: Vec<String>,
+    /// The largest runtime any feeding UPS reports (the host lives as long as its best feed).
+    pub runtime_s: Option<u64>,
+    pub charge_pct: Option<f64>,
+}
+
 /// This node's cluster connection to one peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerLink {
     pub name: String,
     pub connected: bool,
     pub link: LinkSummary,
+    /// Milliseconds since anything arrived from the peer; `None` if nothing ever did.
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
 }

@@ -3,9 +3,12 @@
 //! Only a committed entry changes it, and applying the same entries in the same order
 //! gives the same state on every node. A leader acts on it; nobody acts on a proposal.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+
+use crate::spend::SpendLedger;
+use crate::verdict::HostEvidence;
 
 /// How many committed decisions a node keeps for `history`; older ones live only in logs.
 pub const HISTORY_LEN: usize = 256;
@@ -56,8 +59,28 @@ pub struct Decision {
     /// Machine-readable reasons, e.g. `ups-on-battery:site`.
     pub reasons: Vec<String>,
     /// The proposing leader's wall clock, milliseconds since the UNIX epoch. Shown to
-    /// operators; never used for ordering (the log index orders).
+    /// operators and used for the monthly spend; never for ordering (the log index orders).
     pub decided_at_ms: u64,
+    /// Each agent's condition when the leader decided.
+    #[serde(default)]
+    pub evidence: Vec<HostEvidence>,
+    /// The spend alert level (0, 50, 80, 100 % of the monthly limit) reached.
+    #[serde(default)]
+    pub spend_level: u8,
+}
+
+/// What one actuator or notifier made of the decision in force; committed so that a new
+/// leader does not repeat what is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// The actuator's or notifier's configured name.
+    pub target: String,
+    /// The decision acted on.
+    pub token: FencingToken,
+    pub ok: bool,
+    /// What happened, for `status` and `history`; never a secret.
+    pub detail: String,
+    pub at_ms: u64,
 }
 
 /// The payload of a normal raft log entry.
@@ -68,6 +91,15 @@ pub enum Command {
     /// Operator maintenance mode: while held, no burst state changes are acted on.
     Hold {
         on: bool,
+        by: String,
+        at_ms: u64,
+    },
+    /// An actuator or notifier finished with the decision in force.
+    ActionResult(ActionResult),
+    /// The witness scaled up on its own while the site was dark (it could not commit
+    /// then). Proposed once a quorum is back, so the scale-down grace covers it.
+    Unilateral {
+        desired_capacity: u32,
         by: String,
         at_ms: u64,
     },
@@ -119,8 +151,28 @@ pub struct SiteState {
     pub reasons: Vec<String>,
     /// The entry that set the verdict and capacity in force; `None` before the first decision.
     pub decision: Option<FencingToken>,
+    /// When the decision in force was made (the proposer's wall clock, ms).
+    #[serde(default)]
+    pub decided_at_ms: u64,
+    /// What the decision in force replaced.
+    #[serde(default)]
+    pub previous_verdict: Verdict,
+    #[serde(default)]
+    pub previous_capacity: u32,
+    /// The spend alert level (0, 50, 80, 100) the decision in force carried.
+    #[serde(default)]
+    pub spend_level: u8,
+    /// The agents' conditions behind the decision in force.
+    #[serde(default)]
+    pub evidence: Vec<HostEvidence>,
     pub hold: bool,
     pub history: VecDeque<DecisionRecord>,
+    /// The latest result per actuator or notifier name.
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionResult>,
+    /// Burst instance-time this month, from the committed capacities and their times.
+    #[serde(default)]
+    pub spend: SpendLedger,
 }
 
 impl SiteState {
@@ -137,12 +189,40 @@ impl SiteState {
         };
         match &command {
             Command::Decision(d) => {
+                self.spend.change(d.desired_capacity, d.decided_at_ms);
+                self.previous_verdict = self.verdict;
+                self.previous_capacity = self.desired_capacity;
                 self.verdict = d.verdict;
                 self.desired_capacity = d.desired_capacity;
                 self.reasons = d.reasons.clone();
                 self.decision = Some(token);
+                self.decided_at_ms = d.decided_at_ms;
+                self.spend_level = d.spend_level;
+                self.evidence = d.evidence.clone();
             }
             Command::Hold { on, .. } => self.hold = *on,
+            Command::ActionResult(result) => {
+                // Only results for the decision in force count; a late one for an older
+                // decision is history only.
+                if Some(result.token) == self.decision {
+                    self.actions.insert(result.target.clone(), result.clone());
+                }
+                return Applied::Command(DecisionRecord { token, command });
+            }
+            Command::Unilateral { desired_capacity, at_ms, .. } => {
+                // Take in capacity the witness added; never lower what is in force.
+                if *desired_capacity > self.desired_capacity {
+                    self.spend.change(*desired_capacity, *at_ms);
+                    self.previous_verdict = self.verdict;
+                    self.previous_capacity = self.desired_capacity;
+                    self.desired_capacity = *desired_capacity;
+                    self.verdict = Verdict::Down;
+                    self.reasons = vec!["dark-site-unilateral".into()];
+                    self.decision = Some(token);
+                    self.decided_at_ms = *at_ms;
+                    self.evidence.clear();
+                }
+            }
         }
         let record = DecisionRecord { token, command };
         if self.history.len() == HISTORY_LEN {
@@ -176,6 +256,8 @@ mod tests {
             desired_capacity: capacity,
             reasons: vec!["ups-on-battery:site".into()],
             decided_at_ms: 1,
+            evidence: vec![],
+            spend_level: 0,
         })
         .encode()
         .unwrap()

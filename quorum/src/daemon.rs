@@ -256,7 +256,12 @@ impl Publisher {
             let mut o = rx.borrow().clone();
             o.peers = peers
                 .iter()
-                .map(|p| PeerLink { name: p.name.clone(), connected: p.connected, link: p.link.clone() })
+                .map(|p| PeerLink {
+                    name: p.name.clone(),
+                    connected: p.connected,
+                    link: p.link.clone(),
+                    last_contact_ms: p.last_contact_ms,
+                })
                 .collect();
             o
         });

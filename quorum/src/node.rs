@@ -422,6 +422,8 @@ mod tests {
             desired_capacity: capacity,
             reasons: vec![],
             decided_at_ms: 0,
+            evidence: vec![],
+            spend_level: 0,
         })
     }
 

@@ -361,6 +361,8 @@ fn decision(n: u32) -> Command {
         desired_capacity: n,
         reasons: vec![format!("proposal-{n}")],
         decided_at_ms: u64::from(n),
+        evidence: vec![],
+        spend_level: 0,
     })
 }
 
