@@ -95,6 +95,8 @@ pub struct Duties {
     running: BTreeMap<String, (FencingToken, bool)>,
     /// target -> (decision, when it failed).
     failed: BTreeMap<String, (FencingToken, Duration)>,
+    /// target -> the decision it brought about, while that result waits to commit.
+    done: BTreeMap<String, FencingToken>,
     unilateral: Option<Unilateral>,
     unilateral_proposed_at: Option<Duration>,
     last: Option<Assessment>,
@@ -175,6 +177,8 @@ impl Duties {
                 *unilateral
             });
             self.proposed = None;
+            // A result not committed by now is redone by whoever leads, with the same key.
+            self.done.clear();
             if me.witness && !me.leader {
                 self.dark_site(ctx, evidence, state, me, &mut effects);
             }
@@ -223,7 +227,7 @@ impl Duties {
             if state.actions.get(target).is_some_and(|r| r.token == token && r.ok) {
                 continue;
             }
-            if self.running.get(target) == Some(&(token, false)) {
+            if self.running.get(target) == Some(&(token, false)) || self.done.get(target) == Some(&token) {
                 continue;
             }
             if let Some((t, at)) = self.failed.get(target)
@@ -291,7 +295,7 @@ impl Duties {
         now: Duration,
         now_unix_ms: u64,
     ) -> Option<Command> {
-        let Some((running, unilateral)) = self.running.get(target).copied() else { return None };
+        let (running, unilateral) = self.running.get(target).copied()?;
         if running != token {
             return None; // superseded meanwhile
         }
@@ -301,6 +305,7 @@ impl Duties {
         }
         if ok {
             self.failed.remove(target);
+            self.done.insert(target.to_owned(), token);
         } else {
             self.failed.insert(target.to_owned(), (token, now));
         }

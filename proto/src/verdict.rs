@@ -161,7 +161,6 @@ pub fn assess(
     reasons.dedup();
 
     let total = hosts.len() as f64;
-    let missing = hosts.iter().filter(|h| h.condition.is_missing()).count() as u32;
     let out_of_reach = hosts.iter().filter(|h| h.condition.is_missing() || h.cut_off).count();
     let share_down = total > 0.0 && out_of_reach as f64 / total >= policy.down_share - f64::EPSILON;
     let evidence_verdict = if share_down {
@@ -175,8 +174,11 @@ pub fn assess(
     } else {
         Verdict::Degraded
     };
-    // A burst counts the agents that are missing or cut off: the cloud stands in for them.
-    let burst_size = policy.capacity.burst_size(missing.max(out_of_reach as u32));
+    // A burst stands in for the agents that are missing or cut off, and for those still
+    // on battery: in a site-wide outage they go dark next, and counting them now gives
+    // one decision instead of one per host as each crosses burst-after.
+    let on_battery = hosts.iter().filter(|h| matches!(h.condition, HostCondition::OnBattery { .. })).count();
+    let burst_size = policy.capacity.burst_size((out_of_reach + on_battery) as u32);
     let in_force = committed.desired_capacity;
 
     let mut memory = memory;

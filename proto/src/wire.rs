@@ -6,13 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::observation::Observation;
+
 /// Bumped whenever a frame changes in a way an older node cannot read.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body accepted or sent: 1 MiB.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame on every connection, from both sides.
     Hello(Hello),
@@ -30,6 +32,10 @@ pub enum Frame {
     Pong {
         nonce: u64,
     },
+    /// The sender's latest observation of its site (an agent's host, UPS and links; a
+    /// witness's links only), sent to every voter about once a second: whichever voter
+    /// leads next already has the evidence.
+    Observation(Box<Observation>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sitewatch_proto::link::ProbeConfig;
+use sitewatch_proto::policy::PolicyConfig;
 use sitewatch_proto::ups::{self, UpsConfig};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +40,10 @@ pub struct Config {
     /// Link-quality probes this node runs (`[[probe]]`); none by default.
     #[serde(default, rename = "probe")]
     pub probes: Vec<ProbeConfig>,
+    /// When the site counts as down and how much to burst. Every voter must have the
+    /// same policy: whichever leads applies its own.
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +263,11 @@ impl Config {
             return at(vec![Key("timing"), Key("snapshot-every")], "must be at least 1".into());
         }
         self.validate_probes()?;
+        if let Err((key, why)) = self.policy.check() {
+            let mut path = vec![Key("policy")];
+            path.extend(key.split('.').map(Key));
+            return at(path, why);
+        }
         self.validate_ups()
     }
 

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use raft::StateRole;
 use sitewatch_proto::observation::{Observation, PeerLink};
 use sitewatch_proto::state::Applied;
+use sitewatch_proto::ups::Power;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
@@ -17,12 +18,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Role};
+use crate::duty::{self, DutyRunner, Finished};
 use crate::node::{Node, NodeSettings, NodeStatus};
 use crate::notify::Notifier;
-use crate::status::{self, NodeInfo, QuorumInfo, RaftInfo, SiteInfo, StatusReport};
+use crate::status::{self, BurstInfo, Heard, NodeInfo, QuorumInfo, RaftInfo, SiteInfo, StatusReport};
 use crate::storage::{LogStore, RedbStore};
 use crate::tls::TlsIdentity;
-use crate::transport::{PeerStatus, Transport};
+use crate::transport::{Inbound, PeerStatus, Transport};
 use crate::{logging, node};
 
 /// How long shutdown waits for tasks to finish before giving up on them.
@@ -143,8 +145,17 @@ pub async fn run(
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
     let started = Instant::now();
-    let (report_tx, report_rx) = watch::channel(report(&config, &node, transport.peers(), started, None));
-    let mut publisher = Publisher { reports: report_tx, started, notifier: Notifier::from_env(), local };
+    let (report_tx, report_rx) =
+        watch::channel(report(&config, &node, transport.peers(), started, None, None));
+    let mut publisher = Publisher {
+        reports: report_tx,
+        started,
+        notifier: Notifier::from_env(),
+        local,
+        own: None,
+        witness_seq: 0,
+        last_observed: None,
+    };
     status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
     let st = node.status();
@@ -154,7 +165,10 @@ pub async fn run(
     );
     // Storage is open and the socket is bound: systemd may now start what depends on us.
     publisher.notifier.ready();
-    let result = raft_loop(node, &config, transport, inbound_rx, &mut publisher, cancel.clone())
+    let (finished_tx, finished_rx) = mpsc::channel(64);
+    let duties = DutyRunner::new(Vec::new(), finished_tx, tracker.clone(), started);
+    let channels = Channels { inbound: inbound_rx, finished: finished_rx };
+    let result = raft_loop(node, &config, transport, channels, duties, &mut publisher, cancel.clone())
         .instrument(info_span!("raft", node = %me.name))
         .await;
     publisher.notifier.stopping();
@@ -167,11 +181,18 @@ pub async fn run(
     result
 }
 
+/// What the raft loop hears besides its clock.
+struct Channels {
+    inbound: mpsc::Receiver<Inbound>,
+    finished: mpsc::Receiver<Finished>,
+}
+
 async fn raft_loop<S: LogStore>(
     mut node: Node<S>,
     config: &Config,
     transport: Transport,
-    mut inbound: mpsc::Receiver<raft::prelude::Message>,
+    mut channels: Channels,
+    mut duties: DutyRunner,
     publisher: &mut Publisher,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -183,13 +204,22 @@ async fn raft_loop<S: LogStore>(
             _ = cancel.cancelled() => return Ok(()),
             now = tick.tick() => {
                 node.tick();
-                publisher.publish(config, &node, &transport, now);
-            }
-            Some(m) = inbound.recv() => {
-                if let Err(e) = node.step(m) {
-                    warn!(error = %e, "raft refused a message");
+                if let Some(own) = publisher.observe(config, &transport, now) {
+                    transport.send_observation(&own);
+                    duties.record(own, now);
                 }
+                duties.step(config, &mut node, now);
+                publisher.publish(config, &node, &transport, &duties, now);
             }
+            Some(inbound) = channels.inbound.recv() => match inbound {
+                Inbound::Raft(m) => {
+                    if let Err(e) = node.step(m) {
+                        warn!(error = %e, "raft refused a message");
+                    }
+                }
+                Inbound::Observation(o) => duties.record(*o, Instant::now()),
+            },
+            Some(done) = channels.finished.recv() => duties.finished(&mut node, done, Instant::now()),
         }
         if !node.has_ready() {
             continue;
@@ -241,31 +271,78 @@ fn log_leadership(config: &Config, before: &NodeStatus, now: &NodeStatus) {
 }
 
 /// Where the node's state goes out every tick: the status socket's report, and
-/// systemd's STATUS= line and watchdog.
+/// systemd's STATUS= line and watchdog. It also assembles this node's own observation.
 struct Publisher {
     reports: watch::Sender<StatusReport>,
     started: Instant,
     notifier: Notifier,
+    /// The agent's sensors; `None` on the witness, which observes only its links.
     local: Option<watch::Receiver<Observation>>,
+    /// This node's latest observation, with its cluster links filled in.
+    own: Option<Observation>,
+    witness_seq: u64,
+    last_observed: Option<Instant>,
 }
 
 impl Publisher {
-    fn publish<S: LogStore>(&mut self, config: &Config, node: &Node<S>, transport: &Transport, now: Instant) {
-        let peers = transport.peers();
-        let observation = self.local.as_ref().map(|rx| {
-            let mut o = rx.borrow().clone();
-            o.peers = peers
-                .iter()
-                .map(|p| PeerLink {
-                    name: p.name.clone(),
-                    connected: p.connected,
-                    link: p.link.clone(),
-                    last_contact_ms: p.last_contact_ms,
-                })
-                .collect();
-            o
-        });
-        let report = report(config, node, peers, self.started, observation);
+    /// This node's next observation, when one is due: an agent's as its sensors publish
+    /// it, a witness's (its links only) every observe interval.
+    fn observe(&mut self, config: &Config, transport: &Transport, now: Instant) -> Option<Observation> {
+        let mut o = match &mut self.local {
+            Some(rx) => {
+                if !rx.has_changed().unwrap_or(false) && self.own.is_some() {
+                    return None;
+                }
+                rx.borrow_and_update().clone()
+            }
+            None => {
+                if self
+                    .last_observed
+                    .is_some_and(|at| now.duration_since(at) < config.timing.observe_interval)
+                {
+                    return None;
+                }
+                self.witness_seq += 1;
+                Observation {
+                    node: config.node.clone(),
+                    seq: self.witness_seq,
+                    taken_at_unix_ms: duty::unix_ms(),
+                    clock_ms: now.duration_since(self.started).as_millis() as u64,
+                    host: Default::default(),
+                    ups: Vec::new(),
+                    power: Power::Unknown,
+                    power_for_ms: 0,
+                    battery: None,
+                    probes: Vec::new(),
+                    peers: Vec::new(),
+                }
+            }
+        };
+        self.last_observed = Some(now);
+        o.peers = transport
+            .peers()
+            .iter()
+            .map(|p| PeerLink {
+                name: p.name.clone(),
+                connected: p.connected,
+                link: p.link.clone(),
+                last_contact_ms: p.last_contact_ms,
+            })
+            .collect();
+        self.own = Some(o.clone());
+        Some(o)
+    }
+
+    fn publish<S: LogStore>(
+        &mut self,
+        config: &Config,
+        node: &Node<S>,
+        transport: &Transport,
+        duties: &DutyRunner,
+        now: Instant,
+    ) {
+        let observation = self.local.is_some().then(|| self.own.clone()).flatten();
+        let report = report(config, node, transport.peers(), self.started, observation, Some(duties));
         self.notifier.status(&status_line(&report));
         // Petted from the raft loop itself: if this loop wedges, systemd restarts us.
         self.notifier.pet(now);
@@ -300,6 +377,7 @@ fn report<S: LogStore>(
     peers: Vec<PeerStatus>,
     started: Instant,
     observation: Option<Observation>,
+    duties: Option<&DutyRunner>,
 ) -> StatusReport {
     let me = config.me();
     let st: node::NodeStatus = node.status();
@@ -334,8 +412,34 @@ fn report<S: LogStore>(
             reasons: state.reasons.clone(),
             decision: state.decision,
             hold: state.hold,
+            decided_at_ms: state.decided_at_ms,
+            previous_verdict: state.previous_verdict,
+            previous_capacity: state.previous_capacity,
+            evidence: state.evidence.clone(),
+            actions: state.actions.clone(),
+            spend_level: state.spend_level,
+            instance_hours_this_month: state.spend.instance_ms_at(duty::unix_ms()) as f64 / 3_600_000.0,
         },
         peers,
         observation,
+        burst: duties.map(|d| burst_info(config, d)).unwrap_or_default(),
+    }
+}
+
+fn burst_info(config: &Config, d: &DutyRunner) -> BurstInfo {
+    let now = Instant::now();
+    BurstInfo {
+        assessment: d.duties().assessment().cloned(),
+        running: d.duties().running().map(|(t, k)| (t.clone(), *k)).collect(),
+        unilateral_capacity: d.duties().unilateral_capacity(),
+        heard: config
+            .members
+            .iter()
+            .filter(|m| m.name != config.node)
+            .map(|m| Heard {
+                name: m.name.clone(),
+                age_ms: d.book().get(&m.name).map(|(_, at)| now.duration_since(*at).as_millis() as u64),
+            })
+            .collect(),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod duty;
 pub mod logging;
 pub mod node;
 pub mod notify;

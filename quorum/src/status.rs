@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
 use sitewatch_proto::observation::Observation;
+use sitewatch_proto::state::ActionResult;
+use sitewatch_proto::verdict::{Assessment, HostEvidence};
 use sitewatch_proto::{FencingToken, Verdict};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -48,6 +52,8 @@ pub struct StatusReport {
     pub peers: Vec<PeerStatus>,
     /// This agent's latest observation of its own site; none on a witness.
     pub observation: Option<Observation>,
+    #[serde(default)]
+    pub burst: BurstInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +95,44 @@ pub struct SiteInfo {
     /// The committed entry behind the verdict in force.
     pub decision: Option<FencingToken>,
     pub hold: bool,
+    /// When the decision in force was made (unix ms), and what it replaced.
+    #[serde(default)]
+    pub decided_at_ms: u64,
+    #[serde(default)]
+    pub previous_verdict: Verdict,
+    #[serde(default)]
+    pub previous_capacity: u32,
+    /// Each agent's condition behind the decision in force.
+    #[serde(default)]
+    pub evidence: Vec<HostEvidence>,
+    /// The latest committed result of each actuator and notifier.
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionResult>,
+    #[serde(default)]
+    pub spend_level: u8,
+    /// Burst instance-hours this calendar month (UTC), from committed decisions.
+    #[serde(default)]
+    pub instance_hours_this_month: f64,
+}
+
+/// This node's own judgement right now (every voter judges; the leader proposes), and
+/// what it is doing about it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BurstInfo {
+    /// What this node would decide now; `None` before its first judgement.
+    pub assessment: Option<Assessment>,
+    /// Actions this node runs now: target and the decision's (term, index).
+    pub running: Vec<(String, FencingToken)>,
+    /// Capacity this witness raised on its own while the site was dark, not yet committed.
+    pub unilateral_capacity: Option<u32>,
+    /// When each member's latest observation arrived here, ms ago.
+    pub heard: Vec<Heard>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heard {
+    pub name: String,
+    pub age_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

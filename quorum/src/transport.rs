@@ -22,6 +22,7 @@ use raft::prelude::Message;
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use sitewatch_proto::link::{LinkSummary, LinkTracker};
+use sitewatch_proto::observation::Observation;
 use sitewatch_proto::{Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,6 +58,13 @@ type Wire = tokio_serde::SymmetricallyFramed<
     Frame,
     SymmetricalMessagePack<Frame>,
 >;
+
+/// What arrives from peers for the raft loop.
+#[derive(Debug)]
+pub enum Inbound {
+    Raft(Message),
+    Observation(Box<Observation>),
+}
 
 /// What the status shows of one peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,7 +136,7 @@ struct Inner {
     hello: Hello,
     tls: TlsIdentity,
     peers: Mutex<HashMap<u64, PeerState>>,
-    inbound: mpsc::Sender<Message>,
+    inbound: mpsc::Sender<Inbound>,
     next_conn: AtomicU64,
     handshakes: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -143,11 +151,11 @@ pub struct Transport {
 
 impl Transport {
     /// Bind the listener and start dialling the peers this node is responsible for.
-    /// Raft messages that arrive are sent to `inbound`.
+    /// Raft messages and observations that arrive are sent to `inbound`.
     pub async fn start(
         config: Arc<Config>,
         tls: TlsIdentity,
-        inbound: mpsc::Sender<Message>,
+        inbound: mpsc::Sender<Inbound>,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> io::Result<(Transport, SocketAddr)> {
@@ -205,6 +213,18 @@ impl Transport {
         match peers.get(&m.to).and_then(|p| p.link.as_ref()) {
             Some(link) => link.tx.try_send(Frame::Raft(bytes)).is_ok(),
             None => false,
+        }
+    }
+
+    /// Send this node's observation to every connected voter. Best effort: the next
+    /// one follows within an observe interval.
+    pub fn send_observation(&self, observation: &Observation) {
+        let frame = Frame::Observation(Box::new(observation.clone()));
+        let peers = self.inner.peers.lock().expect("peer table lock");
+        for m in self.inner.config.members.iter().filter(|m| m.voter) {
+            if let Some(link) = peers.get(&m.id).and_then(|p| p.link.as_ref()) {
+                let _ = link.tx.try_send(frame.clone());
+            }
         }
     }
 
@@ -377,6 +397,7 @@ fn frame_kind(f: &Frame) -> &'static str {
         Frame::Raft(_) => "raft message",
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",
+        Frame::Observation(_) => "observation",
     }
 }
 
@@ -495,13 +516,20 @@ async fn run_connection(inner: Arc<Inner>, mut wire: Wire, peer: Member) {
                         }
                         // Never wait on the raft loop: a connection that blocked here would
                         // stop answering pings. raft tolerates a dropped message.
-                        match inner.inbound.try_send(m) {
+                        match inner.inbound.try_send(Inbound::Raft(m)) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 debug!(peer = %peer.name, "raft inbound queue full; message dropped");
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => break "shutting down".into(),
                         }
+                    }
+                    Frame::Observation(observation) => {
+                        if observation.node != peer.name {
+                            break format!("sent an observation as `{}`", observation.node);
+                        }
+                        // Dropped when the loop is busy: the next one comes within a second.
+                        let _ = inner.inbound.try_send(Inbound::Observation(observation));
                     }
                     Frame::Ping { nonce } => {
                         if let Err(e) = send_frame(&mut wire, Frame::Pong { nonce }, timing.peer_timeout).await {

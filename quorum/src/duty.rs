@@ -1,0 +1,236 @@
+//! The daemon's side of the burst duties: keep the latest observation of every member,
+//! step the sans-IO [`Duties`] each tick, and carry out its effects (proposals through
+//! the raft node, actions as tasks that a newer decision or a lost leadership cancels).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sitewatch_proto::burst::{Action, Context, Duties, Effect, Standing};
+use sitewatch_proto::observation::Observation;
+use sitewatch_proto::state::{Command, FencingToken};
+use sitewatch_proto::verdict::{AgentView, Evidence};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{Config, Role};
+use crate::node::Node;
+use crate::storage::LogStore;
+
+/// Something that carries out an action: an actuator or a notifier.
+pub trait Target: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Bring `action` about, retrying as the kind allows. Dropping the future cancels it.
+    /// `Ok` carries a short human detail, `Err` the reason it failed.
+    fn run(self: Arc<Self>, action: Action) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+}
+
+/// The end of one action, back to the raft loop.
+#[derive(Debug)]
+pub struct Finished {
+    pub target: String,
+    pub token: FencingToken,
+    pub result: Result<String, String>,
+    pub took: Duration,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The latest observation from each member and when it arrived.
+#[derive(Default)]
+pub struct ObservationBook {
+    latest: HashMap<String, (Observation, Instant)>,
+}
+
+impl ObservationBook {
+    /// Keep `observation` unless an older one arrived late (same boot, lower sequence).
+    pub fn record(&mut self, observation: Observation, now: Instant) {
+        if let Some((old, _)) = self.latest.get(&observation.node)
+            && old.host.boot_id == observation.host.boot_id
+            && old.seq >= observation.seq
+            && observation.seq > 1
+        {
+            return;
+        }
+        self.latest.insert(observation.node.clone(), (observation, now));
+    }
+
+    pub fn get(&self, node: &str) -> Option<&(Observation, Instant)> {
+        self.latest.get(node)
+    }
+
+    /// When any agent was last heard.
+    fn newest_agent(&self, config: &Config) -> Option<Instant> {
+        config
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Agent)
+            .filter_map(|m| self.get(&m.name).map(|(_, at)| *at))
+            .max()
+    }
+}
+
+pub struct DutyRunner {
+    duties: Duties,
+    book: ObservationBook,
+    targets: Vec<Arc<dyn Target>>,
+    target_names: Vec<String>,
+    /// target -> the decision its task acts on, and how to stop it.
+    running: HashMap<String, (FencingToken, CancellationToken)>,
+    finished_tx: mpsc::Sender<Finished>,
+    tracker: TaskTracker,
+    started: Instant,
+}
+
+impl DutyRunner {
+    pub fn new(
+        targets: Vec<Arc<dyn Target>>,
+        finished_tx: mpsc::Sender<Finished>,
+        tracker: TaskTracker,
+        started: Instant,
+    ) -> DutyRunner {
+        let target_names = targets.iter().map(|t| t.name().to_owned()).collect();
+        DutyRunner {
+            duties: Duties::default(),
+            book: ObservationBook::default(),
+            targets,
+            target_names,
+            running: HashMap::new(),
+            finished_tx,
+            tracker,
+            started,
+        }
+    }
+
+    pub fn book(&self) -> &ObservationBook {
+        &self.book
+    }
+
+    pub fn duties(&self) -> &Duties {
+        &self.duties
+    }
+
+    pub fn record(&mut self, observation: Observation, now: Instant) {
+        self.book.record(observation, now);
+    }
+
+    /// Judge, and do what the duties say.
+    pub fn step<S: LogStore>(&mut self, config: &Config, node: &mut Node<S>, now: Instant) {
+        let status = node.status();
+        let agents: Vec<AgentView<'_>> = config
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Agent)
+            .map(|m| AgentView {
+                name: &m.name,
+                latest: self.book.get(&m.name).map(|(o, at)| (o, now.saturating_duration_since(*at))),
+            })
+            .collect();
+        let witnesses = config
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Witness)
+            .map(|m| (m.name.as_str(), self.book.get(&m.name).map(|(o, _)| o)))
+            .collect();
+        let listening_for = now.saturating_duration_since(self.started);
+        let evidence = Evidence { agents, witnesses, listening_for };
+        let me = config.me();
+        let silent_since = self.book.newest_agent(config).unwrap_or(self.started);
+        let standing = Standing {
+            leader: node.is_leader(),
+            term: status.term,
+            leader_known: status.leader != raft::INVALID_ID,
+            witness: me.role == Role::Witness,
+            agents_silent_for: Some(now.saturating_duration_since(silent_since)),
+        };
+        let ctx = Context {
+            policy: &config.policy,
+            cluster_id: &config.cluster_id,
+            node: &me.name,
+            targets: &self.target_names,
+            now: listening_for,
+            now_unix_ms: unix_ms(),
+        };
+        let effects = self.duties.step(&ctx, &evidence, node.state(), standing);
+        for effect in effects {
+            match effect {
+                Effect::Propose(command) => propose(node, &command),
+                Effect::Start { target, action } => self.start(&target, action),
+                Effect::Cancel { target } => {
+                    if let Some((_, cancel)) = self.running.remove(&target) {
+                        info!(target = %target, "action cancelled: this node no longer leads");
+                        cancel.cancel();
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, name: &str, action: Action) {
+        let Some(target) = self.targets.iter().find(|t| t.name() == name).cloned() else { return };
+        if let Some((_, old)) = self.running.remove(name) {
+            info!(target = %name, "action superseded by a newer decision");
+            old.cancel();
+        }
+        let cancel = CancellationToken::new();
+        self.running.insert(name.to_owned(), (action.token, cancel.clone()));
+        let tx = self.finished_tx.clone();
+        let name = name.to_owned();
+        info!(
+            target = %name, term = action.token.term, index = action.token.index,
+            key = %action.idempotency_key, verdict = %action.verdict,
+            desired_capacity = action.desired_capacity, unilateral = action.unilateral, "action started"
+        );
+        let span = info_span!("action", target = %name, key = %action.idempotency_key);
+        let token = action.token;
+        self.tracker.spawn(
+            async move {
+                let begun = Instant::now();
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = target.run(action) => r,
+                };
+                let _ = tx.send(Finished { target: name, token, result, took: begun.elapsed() }).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    /// An action ended: log it and commit its result if this node still leads.
+    pub fn finished<S: LogStore>(&mut self, node: &mut Node<S>, done: Finished, now: Instant) {
+        match &done.result {
+            Ok(detail) => info!(
+                target = %done.target, term = done.token.term, index = done.token.index,
+                took_ms = done.took.as_millis() as u64, detail = %detail, "action done"
+            ),
+            Err(why) => warn!(
+                target = %done.target, term = done.token.term, index = done.token.index,
+                took_ms = done.took.as_millis() as u64, error = %why, "action failed"
+            ),
+        }
+        let (ok, detail) = match done.result {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        let at = now.saturating_duration_since(self.started);
+        if self.running.get(&done.target).is_some_and(|(token, _)| *token == done.token) {
+            self.running.remove(&done.target);
+        }
+        if let Some(command) = self.duties.finished(&done.target, done.token, ok, detail, at, unix_ms()) {
+            propose(node, &command);
+        }
+    }
+}
+
+fn propose<S: LogStore>(node: &mut Node<S>, command: &Command) {
+    if let Err(e) = node.propose(command) {
+        warn!(error = %e, "proposal not accepted; the duties try again");
+    }
+}
