@@ -291,7 +291,7 @@ impl Duties {
         now: Duration,
         now_unix_ms: u64,
     ) -> Option<Command> {
-        let Some((running, unilateral)) = self.running.get(target).copied() else { return None };
+        let (running, unilateral) = self.running.get(target).copied()?;
         if running != token {
             return None; // superseded meanwhile
         }
