@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use sitewatch_proto::Verdict;
@@ -169,6 +170,51 @@ fn status(socket: &Path, json: bool) -> ExitCode {
 }
 
 /// The human view, one screen: who we are, the verdict, the quorum, the peers.
+/// The burst timers, this node's own judgement when it differs, and the actions.
+fn render_burst(out: &mut String, r: &StatusReport) {
+    use std::fmt::Write;
+    let b = &r.burst;
+    if let Some(a) = &b.assessment {
+        let mut timers = Vec::new();
+        if let Some(s) = a.burst_in_s {
+            timers.push(format!("armed: down in {}", short_duration(s)));
+        }
+        if let Some(s) = a.scale_down_in_s {
+            timers.push(format!("recovering: capacity goes back in {}", short_duration(s)));
+        }
+        if a.spend_level > 0 {
+            timers.push(format!("spend at {} % of the monthly limit", a.spend_level));
+        }
+        if a.verdict != r.site.verdict || a.desired_capacity != r.site.desired_capacity {
+            timers.push(format!("this node judges {} / capacity {}", a.verdict, a.desired_capacity));
+        }
+        if !timers.is_empty() {
+            let _ = writeln!(out, "burst    {}", timers.join("; "));
+        }
+    }
+    if let Some(c) = b.unilateral_capacity {
+        let _ = writeln!(
+            out,
+            "burst    DARK SITE: this witness raised capacity to {c} on its own (scale-up only)"
+        );
+    }
+    for (target, token) in &b.running {
+        let _ = writeln!(out, "action   {target}: running for term {} index {}", token.term, token.index);
+    }
+    for (target, result) in &r.site.actions {
+        let current = r.site.decision == Some(result.token);
+        let _ = writeln!(
+            out,
+            "action   {target}: {} for term {} index {}{}: {}",
+            if result.ok { "done" } else { "FAILED" },
+            result.token.term,
+            result.token.index,
+            if current { "" } else { " (an older decision)" },
+            result.detail
+        );
+    }
+}
+
 pub fn render(r: &StatusReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -182,16 +228,22 @@ pub fn render(r: &StatusReport) -> String {
         r.cluster_id
     );
     let s = &r.site;
-    let decided = s
-        .decision
-        .map_or("never decided".to_string(), |t| format!("decided at term {} index {}", t.term, t.index));
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let decided = s.decision.map_or("never decided".to_string(), |t| {
+        let age = now_ms.saturating_sub(s.decided_at_ms) / 1000;
+        format!("decided {} ago at term {} index {}", short_duration(age), t.term, t.index)
+    });
     let _ = writeln!(
         out,
         "verdict  {}, desired capacity {}{} ({decided})",
         s.verdict,
         s.desired_capacity,
-        if s.hold { ", HELD" } else { "" }
+        if s.hold { ", HELD (maintenance)" } else { "" }
     );
+    if !s.reasons.is_empty() {
+        let _ = writeln!(out, "reasons  {}", s.reasons.join(", "));
+    }
+    render_burst(&mut out, r);
     let q = &r.quorum;
     let leader = r.raft.leader_name.clone().unwrap_or_else(|| "none".into());
     let _ = writeln!(

@@ -190,6 +190,12 @@ pub fn assess(
             capacity = burst_size.max(in_force);
         }
         Verdict::Healthy if in_force > 0 && settled => {
+            // The timer runs only once recovery is committed: a judge that missed a relapse
+            // the quorum committed (a follower cut off for a while) restarts when it applies
+            // it, so a new leader's memory is never older than the committed record.
+            if committed.verdict != Verdict::Recovering {
+                memory.healthy_since = None;
+            }
             let since = *memory.healthy_since.get_or_insert(now);
             let healthy_for = now.saturating_sub(since);
             if healthy_for >= policy.scale_down_after {

@@ -370,10 +370,24 @@ fn an_armed_timer_says_when_it_fires() {
 #[test]
 fn scale_down_waits_for_continuous_health_and_any_relapse_restarts_it() {
     let policy = PolicyConfig::default(); // scale-down-after 30 min
-    let burst = committed(Verdict::Down, 2);
+    let burst = committed(Verdict::Recovering, 2);
     let healthy = site([agent("a"), agent("b")]);
     let at =
         |t: u64, s: &Site, m: PolicyMemory| assess(&policy, &s.evidence(), &burst, m, secs(t), NOV_23_MS);
+
+    // Until recovery is committed the timer does not run: a judge that missed a committed
+    // relapse must not carry an older start into its leadership.
+    let still_down = committed(Verdict::Down, 2);
+    let a = assess(
+        &policy,
+        &healthy.evidence(),
+        &still_down,
+        PolicyMemory { healthy_since: Some(secs(1)) },
+        secs(99),
+        NOV_23_MS,
+    );
+    assert_eq!((a.verdict, a.desired_capacity, a.scale_down_in_s), (Verdict::Recovering, 2, Some(1800)));
+    assert_eq!(a.memory.healthy_since, Some(secs(99)), "restarted, not carried over");
 
     let a = at(100, &healthy, PolicyMemory::default());
     assert_eq!((a.verdict, a.desired_capacity, a.scale_down_in_s), (Verdict::Recovering, 2, Some(1800)));

@@ -595,7 +595,12 @@ impl Sim {
             );
         }
         if truth.healthy {
-            if self.healthy_run.is_none_or(|(_, g)| g != self.generation) {
+            // The timer runs only once recovery is committed: until then every healthy
+            // evaluation starts it over (a judge that missed a committed relapse must not
+            // carry an older start into its leadership).
+            if before.verdict != Verdict::Recovering
+                || self.healthy_run.is_none_or(|(_, g)| g != self.generation)
+            {
                 self.healthy_run = Some((t, self.generation));
             }
         } else {
