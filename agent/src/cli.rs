@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use sitewatch_proto::Command as ProtoCommand;
 use sitewatch_proto::Verdict;
 use sitewatch_proto::ups::{Power, UpsState};
 use sitewatch_quorum::config::Config;
-use sitewatch_quorum::status::{self, StatusReport};
+use sitewatch_quorum::status::{self, ControlReply, History, Request, StatusReport};
 use sitewatch_quorum::tls::TlsIdentity;
 
 use crate::pki;
@@ -46,8 +47,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A monitoring-plugin check (Nagios, Icinga, Sensu): one line, and exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The committed decisions this node holds, oldest first.
+    History {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintenance mode: hold freezes the burst capacity, release lets it move again.
+    Burst {
+        #[command(subcommand)]
+        command: BurstCommand,
+    },
     /// Start a local demo cluster on loopback, with no config needed.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum BurstCommand {
+    /// Freeze the desired capacity (committed through the quorum).
+    Hold {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Who holds, for the history (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Let the capacity follow the verdict again.
+    Release {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +134,10 @@ pub fn main() -> ExitCode {
             }))
         }
         Command::Status { socket, json } => status(&socket, json),
+        Command::Check { socket } => check(&socket),
+        Command::History { socket, json } => history(&socket, json),
+        Command::Burst { command: BurstCommand::Hold { socket, by } } => hold(&socket, true, by),
+        Command::Burst { command: BurstCommand::Release { socket, by } } => hold(&socket, false, by),
         Command::Demo => crate::demo::main(),
     }
 }
@@ -136,15 +178,162 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn status(socket: &Path, json: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+fn ask<T: serde::de::DeserializeOwned + Unpin>(socket: &Path, request: Request) -> Result<T, String> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(status::ask(socket, request)).map_err(|e| e.to_string())
+}
+
+/// Monitoring-plugin output: the state word, a summary, and perfdata after the bar.
+fn check(socket: &Path) -> ExitCode {
+    let report: StatusReport = match ask(socket, Request::Status) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("SITEWATCH UNKNOWN - {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let (code, word) = check_state(&report);
+    let s = &report.site;
+    let leader = report.raft.leader_name.as_deref().unwrap_or("none");
+    let reasons = if s.reasons.is_empty() { String::new() } else { format!(" ({})", s.reasons.join(", ")) };
+    println!(
+        "SITEWATCH {word} - site {}{reasons}, {}, leader {leader}, voters {}/{} | desired_capacity={} voters_reachable={};;;0;{} term={}",
+        s.verdict,
+        if report.quorum.quorate { "quorate" } else { "NOT QUORATE" },
+        report.quorum.voters_reachable,
+        report.quorum.voters,
+        s.desired_capacity,
+        report.quorum.voters_reachable,
+        report.quorum.voters,
+        report.raft.term,
+    );
+    ExitCode::from(code)
+}
+
+/// OK when quorate and healthy; CRITICAL when not quorate or down; WARNING otherwise
+/// (degraded, recovering, held, or a voter unreachable).
+pub fn check_state(r: &StatusReport) -> (u8, &'static str) {
+    if !r.quorum.quorate || r.site.verdict == Verdict::Down {
+        (2, "CRITICAL")
+    } else if r.site.verdict != Verdict::Healthy || r.site.hold || r.quorum.voters_reachable < r.quorum.voters
+    {
+        (1, "WARNING")
+    } else {
+        (0, "OK")
+    }
+}
+
+fn history(socket: &Path, json: bool) -> ExitCode {
+    let h: History = match ask(socket, Request::History) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&h) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        print!("{}", render_history(&h));
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line per committed decision: where, when, what changed, why.
+pub fn render_history(h: &History) -> String {
+    use std::fmt::Write;
+    let mut out =
+        format!("{:>5} {:>7}  {:<20} {:<42} {}\n", "TERM", "INDEX", "TIME (UTC)", "CHANGE", "REASONS");
+    let (mut verdict, mut capacity) = (Verdict::Healthy, 0);
+    for rec in &h.records {
+        let (at, change, why) = match &rec.command {
+            ProtoCommand::Decision(d) => {
+                let change =
+                    format!("{verdict} -> {}, capacity {capacity} -> {}", d.verdict, d.desired_capacity);
+                (verdict, capacity) = (d.verdict, d.desired_capacity);
+                (d.decided_at_ms, change, d.reasons.join(", "))
+            }
+            ProtoCommand::Hold { on, by, at_ms } => {
+                (*at_ms, if *on { "hold (maintenance)".into() } else { "release".into() }, format!("by {by}"))
+            }
+            ProtoCommand::Unilateral { desired_capacity, by, at_ms } => {
+                let change = format!("{verdict} -> down, capacity {capacity} -> {desired_capacity}");
+                if *desired_capacity > capacity {
+                    (verdict, capacity) = (Verdict::Down, *desired_capacity);
+                }
+                (*at_ms, change, format!("dark-site-unilateral by {by}"))
+            }
+            ProtoCommand::ActionResult(_) => continue,
+        };
+        let _ =
+            writeln!(out, "{:>5} {:>7}  {:<20} {change:<42} {why}", rec.token.term, rec.token.index, utc(at));
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for a UNIX time in ms.
+fn utc(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64).map_or_else(
+        |_| "-".into(),
+        |t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        },
+    )
+}
+
+fn hold(socket: &Path, on: bool, by: Option<String>) -> ExitCode {
+    let by = by
+        .or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into());
+    let reply: ControlReply = match ask(socket, Request::Hold { on, by }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    let report = match runtime.block_on(status::query(socket)) {
+    if !reply.accepted {
+        eprintln!("error: {}", reply.message);
+        return ExitCode::from(2);
+    }
+    // Proposed is not committed: wait until this node has applied it.
+    let deadline = std::time::Duration::from_secs(10);
+    let begun = std::time::SystemTime::now();
+    while begun.elapsed().unwrap_or_default() < deadline {
+        if let Ok(r) = ask::<StatusReport>(socket, Request::Status)
+            && r.site.hold == on
+        {
+            println!(
+                "{} (committed; capacity {})",
+                if on { "held" } else { "released" },
+                r.site.desired_capacity
+            );
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("error: proposed, but not committed within {} s (is the cluster quorate?)", deadline.as_secs());
+    ExitCode::from(2)
+}
+
+fn status(socket: &Path, json: bool) -> ExitCode {
+    let report = match ask::<StatusReport>(socket, Request::Status) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

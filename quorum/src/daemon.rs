@@ -156,7 +156,10 @@ pub async fn run(
         witness_seq: 0,
         last_observed: None,
     };
-    status::serve(&config.status_socket, report_rx, &tracker, cancel.clone())
+    let (history_tx, history_rx) = watch::channel(Arc::new(history(&node)));
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let sources = status::Sources { reports: report_rx, history: history_rx, control: control_tx };
+    status::serve(&config.status_socket, sources, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
     let st = node.status();
     info!(
@@ -167,7 +170,8 @@ pub async fn run(
     publisher.notifier.ready();
     let (finished_tx, finished_rx) = mpsc::channel(64);
     let duties = DutyRunner::new(Vec::new(), finished_tx, tracker.clone(), started);
-    let channels = Channels { inbound: inbound_rx, finished: finished_rx };
+    let channels =
+        Channels { inbound: inbound_rx, finished: finished_rx, control: control_rx, history: history_tx };
     let result = raft_loop(node, &config, transport, channels, duties, &mut publisher, cancel.clone())
         .instrument(info_span!("raft", node = %me.name))
         .await;
@@ -185,6 +189,9 @@ pub async fn run(
 struct Channels {
     inbound: mpsc::Receiver<Inbound>,
     finished: mpsc::Receiver<Finished>,
+    /// Changes asked for on the status socket (hold, release).
+    control: mpsc::Receiver<status::Control>,
+    history: watch::Sender<Arc<status::History>>,
 }
 
 async fn raft_loop<S: LogStore>(
@@ -220,6 +227,14 @@ async fn raft_loop<S: LogStore>(
                 Inbound::Observation(o) => duties.record(*o, Instant::now()),
             },
             Some(done) = channels.finished.recv() => duties.finished(&mut node, done, Instant::now()),
+            Some(control) = channels.control.recv() => {
+                let reply = match node.propose(&control.command) {
+                    Ok(()) => status::ControlReply { accepted: true, message: "proposed to the quorum".into() },
+                    Err(e) => status::ControlReply { accepted: false, message: format!("not proposed: {e}") },
+                };
+                info!(command = ?control.command, accepted = reply.accepted, "operator request");
+                let _ = control.reply.send(reply);
+            }
         }
         if !node.has_ready() {
             continue;
@@ -233,6 +248,9 @@ async fn raft_loop<S: LogStore>(
         for applied in &out.applied {
             log_applied(applied);
         }
+        if !out.applied.is_empty() || out.installed_snapshot {
+            channels.history.send_replace(Arc::new(history(&node)));
+        }
         if out.installed_snapshot {
             info!(applied = node.status().applied, "installed a snapshot from the leader");
         }
@@ -240,6 +258,10 @@ async fn raft_loop<S: LogStore>(
         log_leadership(config, &last, &now);
         last = now;
     }
+}
+
+fn history<S: LogStore>(node: &Node<S>) -> status::History {
+    status::History { records: node.state().history.iter().cloned().collect() }
 }
 
 fn log_applied(applied: &Applied) {

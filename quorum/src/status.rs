@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use sitewatch_proto::observation::Observation;
-use sitewatch_proto::state::ActionResult;
+use sitewatch_proto::state::{ActionResult, Command, DecisionRecord};
 use sitewatch_proto::verdict::{Assessment, HostEvidence};
 use sitewatch_proto::{FencingToken, Verdict};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::timeout;
 use tokio_serde::formats::SymmetricalJson;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -38,7 +38,41 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "query", rename_all = "kebab-case")]
 pub enum Request {
+    /// Answered with a [`StatusReport`].
     Status,
+    /// Answered with the committed decisions this node holds ([`History`]).
+    History,
+    /// Maintenance mode on or off, proposed through the quorum; answered with a
+    /// [`ControlReply`] once proposed (the caller watches the status for the commit).
+    Hold { on: bool, by: String },
+}
+
+/// The committed decisions a node keeps, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    pub records: Vec<DecisionRecord>,
+}
+
+/// The answer to a request that changes something.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlReply {
+    pub accepted: bool,
+    pub message: String,
+}
+
+/// A change asked for on the socket, for the raft loop to propose.
+#[derive(Debug)]
+pub struct Control {
+    pub command: Command,
+    pub reply: oneshot::Sender<ControlReply>,
+}
+
+/// What the socket answers from.
+#[derive(Clone)]
+pub struct Sources {
+    pub reports: watch::Receiver<StatusReport>,
+    pub history: watch::Receiver<Arc<History>>,
+    pub control: mpsc::Sender<Control>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,7 +184,7 @@ fn codec(max: usize) -> LengthDelimitedCodec {
 /// Bind the socket and answer clients until `cancel`.
 pub fn serve(
     path: &Path,
-    reports: watch::Receiver<StatusReport>,
+    sources: Sources,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> io::Result<()> {
@@ -192,10 +226,10 @@ pub fn serve(
                 debug!("too many status clients; closing one");
                 continue;
             };
-            let reports = reports.clone();
+            let sources = sources.clone();
             inner_tracker.spawn(async move {
                 if let Err(e) =
-                    timeout(CLIENT_TIMEOUT, answer(stream, reports)).await.unwrap_or(Err("timed out".into()))
+                    timeout(CLIENT_TIMEOUT, answer(stream, sources)).await.unwrap_or(Err("timed out".into()))
                 {
                     debug!(error = %e, "status client");
                 }
@@ -207,7 +241,7 @@ pub fn serve(
     Ok(())
 }
 
-async fn answer(stream: UnixStream, reports: watch::Receiver<StatusReport>) -> Result<(), String> {
+async fn answer(stream: UnixStream, sources: Sources) -> Result<(), String> {
     let (read, write) = stream.into_split();
     let mut requests = tokio_serde::SymmetricallyFramed::new(
         tokio_util::codec::FramedRead::new(read, codec(MAX_REQUEST)),
@@ -215,36 +249,56 @@ async fn answer(stream: UnixStream, reports: watch::Receiver<StatusReport>) -> R
     );
     let mut replies = tokio_serde::SymmetricallyFramed::new(
         tokio_util::codec::FramedWrite::new(write, codec(MAX_REPORT)),
-        SymmetricalJson::<StatusReport>::default(),
+        SymmetricalJson::<serde_json::Value>::default(),
     );
     while let Some(req) = requests.next().await {
-        match req.map_err(|e| format!("bad request: {e}"))? {
-            Request::Status => {
-                let report = reports.borrow().clone();
-                replies.send(report).await.map_err(|e| e.to_string())?;
+        let reply = match req.map_err(|e| format!("bad request: {e}"))? {
+            Request::Status => serde_json::to_value(&*sources.reports.borrow()),
+            Request::History => serde_json::to_value(&**sources.history.borrow()),
+            Request::Hold { on, by } => {
+                let (tx, rx) = oneshot::channel();
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let control = Control { command: Command::Hold { on, by, at_ms }, reply: tx };
+                let reply = match sources.control.send(control).await {
+                    Ok(()) => rx
+                        .await
+                        .unwrap_or(ControlReply { accepted: false, message: "daemon stopping".into() }),
+                    Err(_) => ControlReply { accepted: false, message: "daemon stopping".into() },
+                };
+                serde_json::to_value(reply)
             }
-        }
+        };
+        replies.send(reply.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-/// Ask the daemon behind `path` for its status.
-pub async fn query(path: &Path) -> Result<StatusReport, StatusError> {
+/// Send one request to the daemon behind `path` and decode its answer.
+pub async fn ask<T: serde::de::DeserializeOwned + Unpin>(
+    path: &Path,
+    request: Request,
+) -> Result<T, StatusError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| StatusError::Connect { path: path.to_owned(), source })?;
     let protocol = |detail: String| StatusError::Protocol { path: path.to_owned(), detail };
     let framed = Framed::new(stream, codec(MAX_REPORT));
-    let mut conn =
-        tokio_serde::Framed::new(framed, tokio_serde::formats::Json::<StatusReport, Request>::default());
+    let mut conn = tokio_serde::Framed::new(framed, tokio_serde::formats::Json::<T, Request>::default());
     timeout(CLIENT_TIMEOUT, async {
-        conn.send(Request::Status).await.map_err(|e| protocol(e.to_string()))?;
+        conn.send(request).await.map_err(|e| protocol(e.to_string()))?;
         match conn.next().await {
             Some(Ok(r)) => Ok(r),
-            Some(Err(e)) => Err(protocol(format!("unreadable report: {e}"))),
-            None => Err(protocol("closed without a report".into())),
+            Some(Err(e)) => Err(protocol(format!("unreadable answer: {e}"))),
+            None => Err(protocol("closed without an answer".into())),
         }
     })
     .await
     .map_err(|_| protocol("no answer within 5 s".into()))?
+}
+
+/// Ask the daemon behind `path` for its status.
+pub async fn query(path: &Path) -> Result<StatusReport, StatusError> {
+    ask(path, Request::Status).await
 }

@@ -1,0 +1,113 @@
+//! The `sitewatch` CLI against real daemons: status (table and JSON), check's exit codes
+//! in healthy, held, down and no-quorum states, history, hold and release.
+
+use std::process::Output;
+use std::time::Duration;
+
+use sitewatch_tests::{Cluster, sitewatch, wait_for};
+
+fn run(c: &mut Cluster, node: &str, args: &[&str]) -> Output {
+    let socket = c.node(node).socket.to_str().expect("utf-8").to_owned();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--socket", &socket]);
+    sitewatch(&all)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+#[test]
+fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
+    let mut c = Cluster::three();
+    for n in ["agent-1", "agent-2", "witness"] {
+        c.node(n).append_config("\n[policy]\nhost-lost-after = \"3s\"\n");
+    }
+    c.start_all();
+    c.wait_leader(Duration::from_secs(15));
+    // Every voter has heard both agents: the site is judged healthy.
+    wait_for(Duration::from_secs(15), "agent-1 to judge the site healthy and settled", || {
+        let s = c.node("agent-1").status()?;
+        (s["burst"]["assessment"]["settled"].as_bool()? && s["burst"]["assessment"]["verdict"] == "healthy")
+            .then_some(())
+    });
+
+    let status = run(&mut c, "agent-1", &["status"]);
+    assert_eq!(code(&status), 0, "{}", text(&status));
+    let table = text(&status);
+    assert!(table.contains("verdict  healthy, desired capacity 0"), "{table}");
+    assert!(table.contains("quorum   quorate"), "{table}");
+    let json = run(&mut c, "agent-1", &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["burst"]["heard"].as_array().map(Vec::len), Some(2), "{v}");
+
+    let check = run(&mut c, "agent-1", &["check"]);
+    assert_eq!(code(&check), 0, "{}", text(&check));
+    assert!(text(&check).starts_with("SITEWATCH OK - site healthy, quorate"), "{}", text(&check));
+    assert!(text(&check).contains("| desired_capacity=0"), "perfdata: {}", text(&check));
+
+    // Maintenance mode, committed through the quorum: every node sees it.
+    let hold = run(&mut c, "agent-2", &["burst", "hold", "--by", "alice"]);
+    assert_eq!(code(&hold), 0, "{}", text(&hold));
+    assert!(text(&hold).contains("held (committed"), "{}", text(&hold));
+    wait_for(Duration::from_secs(5), "the witness to apply the hold", || {
+        c.node("witness").status()?["site"]["hold"].as_bool()?.then_some(())
+    });
+    let check = run(&mut c, "agent-1", &["check"]);
+    assert_eq!(code(&check), 1, "held is a warning: {}", text(&check));
+    assert!(text(&run(&mut c, "agent-1", &["status"])).contains("HELD (maintenance)"));
+    let release = run(&mut c, "witness", &["burst", "release", "--by", "bob"]);
+    assert_eq!(code(&release), 0, "{}", text(&release));
+    let history = text(&run(&mut c, "agent-1", &["history"]));
+    assert!(history.contains("hold (maintenance)") && history.contains("by alice"), "{history}");
+    assert!(history.contains("release") && history.contains("by bob"), "{history}");
+
+    // One of two agents lost: with the default down-share of a half, the site is down.
+    c.node("agent-2").kill9();
+    wait_for(Duration::from_secs(20), "a committed down verdict", || {
+        (c.node("agent-1").status()?["site"]["verdict"] == "down").then_some(())
+    });
+    let check = run(&mut c, "agent-1", &["check"]);
+    assert_eq!(code(&check), 2, "{}", text(&check));
+    assert!(
+        text(&check).starts_with("SITEWATCH CRITICAL - site down (host-lost:agent-2)"),
+        "{}",
+        text(&check)
+    );
+    let status = run(&mut c, "agent-1", &["status"]);
+    assert_eq!(code(&status), 2, "down: {}", text(&status));
+    let history = text(&run(&mut c, "agent-1", &["history"]));
+    assert!(
+        history.contains("healthy -> down, capacity 0 -> 1") && history.contains("host-lost:agent-2"),
+        "{history}"
+    );
+    let json = run(&mut c, "agent-1", &["history", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&json.stdout).expect("history json");
+    assert!(h["records"].as_array().is_some_and(|r| r.len() >= 3), "{h}");
+
+    // Alone, agent-1 has no quorum: it still answers, with its own view.
+    c.node("witness").kill9();
+    wait_for(Duration::from_secs(15), "agent-1 to lose the quorum", || {
+        (c.node("agent-1").status()?["quorum"]["quorate"] == false).then_some(())
+    });
+    let check = run(&mut c, "agent-1", &["check"]);
+    assert_eq!(code(&check), 2, "{}", text(&check));
+    assert!(text(&check).contains("NOT QUORATE"), "{}", text(&check));
+    let status = run(&mut c, "agent-1", &["status"]);
+    assert_eq!(code(&status), 2);
+    assert!(text(&status).contains("NOT QUORATE"), "{}", text(&status));
+    let hold = run(&mut c, "agent-1", &["burst", "hold"]);
+    assert_eq!(code(&hold), 2, "no quorum, no hold: {}", text(&hold));
+
+    // No daemon at all.
+    c.node("agent-1").kill9();
+    let check = run(&mut c, "agent-1", &["check"]);
+    assert_eq!(code(&check), 3, "{}", text(&check));
+    assert!(text(&check).starts_with("SITEWATCH UNKNOWN"), "{}", text(&check));
+    assert_eq!(code(&run(&mut c, "agent-1", &["status"])), 1);
+}
