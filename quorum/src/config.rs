@@ -29,6 +29,10 @@ pub struct Config {
     /// The local status socket (systemd RuntimeDirectory).
     #[serde(default = "default_status_socket")]
     pub status_socket: PathBuf,
+    /// Prometheus metrics (`GET /metrics`) on this address; off when absent. Keep it on
+    /// localhost or a management network: it tells who leads and what the site does.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsConfig,
     #[serde(default)]
     pub timing: Timing,

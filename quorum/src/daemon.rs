@@ -25,7 +25,7 @@ use crate::status::{self, BurstInfo, Heard, NodeInfo, QuorumInfo, RaftInfo, Site
 use crate::storage::{LogStore, RedbStore};
 use crate::tls::TlsIdentity;
 use crate::transport::{Inbound, PeerStatus, Transport};
-use crate::{logging, node};
+use crate::{logging, metrics, node};
 
 /// How long shutdown waits for tasks to finish before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -146,7 +146,7 @@ pub async fn run(
             .with_context(|| format!("listening on {}", config.listen))?;
     let started = Instant::now();
     let (report_tx, report_rx) =
-        watch::channel(report(&config, &node, transport.peers(), started, None, None));
+        watch::channel(report(&config, &node, transport.peers(), started, None, None, 0));
     let mut publisher = Publisher {
         reports: report_tx,
         started,
@@ -155,12 +155,18 @@ pub async fn run(
         own: None,
         witness_seq: 0,
         last_observed: None,
+        leader_changes: 0,
     };
     let (history_tx, history_rx) = watch::channel(Arc::new(history(&node)));
     let (control_tx, control_rx) = mpsc::channel(8);
     let sources = status::Sources { reports: report_rx, history: history_rx, control: control_tx };
     status::serve(&config.status_socket, sources, &tracker, cancel.clone())
         .with_context(|| format!("status socket {}", config.status_socket.display()))?;
+    if let Some(addr) = config.metrics_listen {
+        metrics::serve(addr, publisher.reports.subscribe(), &tracker, cancel.clone())
+            .await
+            .with_context(|| format!("metrics on {addr}"))?;
+    }
     let st = node.status();
     info!(
         node = %me.name, role = %me.role, listen = %bound, term = st.term, commit = st.commit,
@@ -255,6 +261,9 @@ async fn raft_loop<S: LogStore>(
             info!(applied = node.status().applied, "installed a snapshot from the leader");
         }
         let now = node.status();
+        if now.leader != last.leader {
+            publisher.leader_changes += 1;
+        }
         log_leadership(config, &last, &now);
         last = now;
     }
@@ -304,6 +313,7 @@ struct Publisher {
     own: Option<Observation>,
     witness_seq: u64,
     last_observed: Option<Instant>,
+    leader_changes: u64,
 }
 
 impl Publisher {
@@ -364,7 +374,15 @@ impl Publisher {
         now: Instant,
     ) {
         let observation = self.local.is_some().then(|| self.own.clone()).flatten();
-        let report = report(config, node, transport.peers(), self.started, observation, Some(duties));
+        let report = report(
+            config,
+            node,
+            transport.peers(),
+            self.started,
+            observation,
+            Some(duties),
+            self.leader_changes,
+        );
         self.notifier.status(&status_line(&report));
         // Petted from the raft loop itself: if this loop wedges, systemd restarts us.
         self.notifier.pet(now);
@@ -400,6 +418,7 @@ fn report<S: LogStore>(
     started: Instant,
     observation: Option<Observation>,
     duties: Option<&DutyRunner>,
+    leader_changes: u64,
 ) -> StatusReport {
     let me = config.me();
     let st: node::NodeStatus = node.status();
@@ -426,6 +445,7 @@ fn report<S: LogStore>(
             commit: st.commit,
             applied: st.applied,
             last_index: st.last_index,
+            leader_changes,
         },
         quorum: QuorumInfo { quorate: leader.is_some(), voters, voters_reachable },
         site: SiteInfo {
@@ -454,6 +474,7 @@ fn burst_info(config: &Config, d: &DutyRunner) -> BurstInfo {
         assessment: d.duties().assessment().cloned(),
         running: d.duties().running().map(|(t, k)| (t.clone(), *k)).collect(),
         unilateral_capacity: d.duties().unilateral_capacity(),
+        failures: d.failures().clone(),
         heard: config
             .members
             .iter()

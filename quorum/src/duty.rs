@@ -2,7 +2,7 @@
 //! step the sans-IO [`Duties`] each tick, and carry out its effects (proposals through
 //! the raft node, actions as tasks that a newer decision or a lost leadership cancels).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -87,6 +87,7 @@ pub struct DutyRunner {
     finished_tx: mpsc::Sender<Finished>,
     tracker: TaskTracker,
     started: Instant,
+    failures: BTreeMap<String, u64>,
 }
 
 impl DutyRunner {
@@ -106,7 +107,13 @@ impl DutyRunner {
             finished_tx,
             tracker,
             started,
+            failures: BTreeMap::new(),
         }
+    }
+
+    /// Failed actions since start, per target.
+    pub fn failures(&self) -> &BTreeMap<String, u64> {
+        &self.failures
     }
 
     pub fn book(&self) -> &ObservationBook {
@@ -217,7 +224,10 @@ impl DutyRunner {
         }
         let (ok, detail) = match done.result {
             Ok(d) => (true, d),
-            Err(e) => (false, e),
+            Err(e) => {
+                *self.failures.entry(done.target.clone()).or_default() += 1;
+                (false, e)
+            }
         };
         let at = now.saturating_duration_since(self.started);
         if self.running.get(&done.target).is_some_and(|(token, _)| *token == done.token) {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod duty;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod status;

@@ -110,6 +110,9 @@ pub struct RaftInfo {
     pub commit: u64,
     pub applied: u64,
     pub last_index: u64,
+    /// Leadership changes this node saw since it started.
+    #[serde(default)]
+    pub leader_changes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +164,9 @@ pub struct BurstInfo {
     pub unilateral_capacity: Option<u32>,
     /// When each member's latest observation arrived here, ms ago.
     pub heard: Vec<Heard>,
+    /// Failed actions on this node since it started, per actuator or notifier.
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

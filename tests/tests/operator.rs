@@ -1,10 +1,11 @@
 //! The `sitewatch` CLI against real daemons: status (table and JSON), check's exit codes
-//! in healthy, held, down and no-quorum states, history, hold and release.
+//! in healthy, held, down and no-quorum states, history, hold and release; and the
+//! Prometheus metrics.
 
 use std::process::Output;
 use std::time::Duration;
 
-use sitewatch_tests::{Cluster, sitewatch, wait_for};
+use sitewatch_tests::{Cluster, free_port, sitewatch, wait_for};
 
 fn run(c: &mut Cluster, node: &str, args: &[&str]) -> Output {
     let socket = c.node(node).socket.to_str().expect("utf-8").to_owned();
@@ -17,6 +18,22 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// One HTTP GET on loopback: the whole answer for `/`, the body for `/metrics`.
+fn scrape(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    if path == "/metrics" {
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    } else {
+        answer
+    }
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exited")
 }
@@ -27,6 +44,13 @@ fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
     for n in ["agent-1", "agent-2", "witness"] {
         c.node(n).append_config("\n[policy]\nhost-lost-after = \"3s\"\n");
     }
+    let metrics_port = free_port();
+    let config = std::fs::read_to_string(&c.node("agent-1").config).expect("config");
+    std::fs::write(
+        &c.node("agent-1").config,
+        format!("metrics-listen = \"127.0.0.1:{metrics_port}\"\n{config}"),
+    )
+    .expect("config");
     c.start_all();
     c.wait_leader(Duration::from_secs(15));
     // Every voter has heard both agents: the site is judged healthy.
@@ -50,6 +74,20 @@ fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
     assert_eq!(code(&check), 0, "{}", text(&check));
     assert!(text(&check).starts_with("SITEWATCH OK - site healthy, quorate"), "{}", text(&check));
     assert!(text(&check).contains("| desired_capacity=0"), "perfdata: {}", text(&check));
+
+    let metrics = scrape(metrics_port, "/metrics");
+    for line in [
+        "sitewatch_has_leader 1",
+        "sitewatch_verdict{verdict=\"healthy\"} 1",
+        "sitewatch_verdict{verdict=\"down\"} 0",
+        "sitewatch_burst_desired_capacity 0",
+        "sitewatch_peer_connected{peer=\"witness\"} 1",
+        "# TYPE sitewatch_leader_changes_total counter",
+    ] {
+        assert!(metrics.lines().any(|l| l == line || l.starts_with(line)), "missing `{line}` in\n{metrics}");
+    }
+    assert!(metrics.contains("sitewatch_peer_rtt_seconds{peer=\"agent-2\",quantile=\"0.95\"}"), "{metrics}");
+    assert!(scrape(metrics_port, "/").starts_with("HTTP/1.1 404"));
 
     // Maintenance mode, committed through the quorum: every node sees it.
     let hold = run(&mut c, "agent-2", &["burst", "hold", "--by", "alice"]);
