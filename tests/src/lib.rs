@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod moto;
 pub mod upsd;
 
 /// The directory holding the workspace's binaries: `target/<profile>` for a test
