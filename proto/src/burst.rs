@@ -42,6 +42,9 @@ pub struct Action {
     pub previous_capacity: u32,
     pub reasons: Vec<String>,
     pub decided_at_ms: u64,
+    /// The spend alert level (0, 50, 80, 100 % of the monthly limit) the decision carries.
+    #[serde(default)]
+    pub spend_level: u8,
     /// The witness acting alone on a dark site: scale up only.
     pub unilateral: bool,
 }
@@ -276,6 +279,7 @@ impl Duties {
             previous_capacity: state.desired_capacity,
             reasons: vec![format!("dark-site:{}s", silent.as_secs())],
             decided_at_ms: ctx.now_unix_ms,
+            spend_level: state.spend_level,
             unilateral: true,
         };
         for target in ctx.targets {
@@ -331,6 +335,7 @@ pub fn action_for(cluster_id: &str, state: &SiteState, token: FencingToken) -> A
         previous_capacity: state.previous_capacity,
         reasons: state.reasons.clone(),
         decided_at_ms: state.decided_at_ms,
+        spend_level: state.spend_level,
         unilateral: false,
     }
 }

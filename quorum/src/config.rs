@@ -48,6 +48,12 @@ pub struct Config {
     /// same policy: whichever leads applies its own.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// What brings a decision about (`[[actuator]]`); none by default.
+    #[serde(default, rename = "actuator")]
+    pub actuators: Vec<crate::actuator::ActuatorConfig>,
+    /// Who hears about changes (`[[notify]]`); none by default.
+    #[serde(default, rename = "notify")]
+    pub notifiers: Vec<crate::notifier::NotifierConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +272,10 @@ impl Config {
         if t.snapshot_every == 0 {
             return at(vec![Key("timing"), Key("snapshot-every")], "must be at least 1".into());
         }
+        crate::actuator::check_actuators(&self.actuators)
+            .map_err(|(i, key, why)| (vec![Key("actuator"), Index(i), Key(key)], why))?;
+        crate::notifier::check_notifiers(&self.notifiers)
+            .map_err(|(i, key, why)| (vec![Key("notify"), Index(i), Key(key)], why))?;
         self.validate_probes()?;
         if let Err((key, why)) = self.policy.check() {
             let mut path = vec![Key("policy")];
@@ -640,6 +650,24 @@ window = 600
         let e = parse(&format!("{GOOD}\n[[ups]]\nname = \"site\"\npoll = \"1s\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("poll"), "{e}");
         assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn actuators_and_notifiers_are_checked_and_located() {
+        let c = parse(GOOD).unwrap();
+        assert!(c.actuators.is_empty() && c.notifiers.is_empty());
+        let twice = "[[actuator]]\nkind = \"dry-run\"\nname = \"log\"\n";
+        let text = format!("{GOOD}\n{twice}\n{twice}");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("actuator[2].name"), "{e}");
+        assert_eq!(e.line, Some(GOOD.lines().count() + 8), "{e}");
+        let text = format!(
+            "{GOOD}\n[[notify]]\nkind = \"discord\"\nname = \"ops\"\nurl = \"https://discord.test/1/tok\"\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("notify[1].url"), "{e}");
+        assert_eq!(e.line, Some(GOOD.lines().count() + 5), "{e}");
+        assert!(!e.to_string().contains("tok\""), "{e}");
     }
 
     #[test]

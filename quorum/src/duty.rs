@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use sitewatch_proto::burst::{Action, Context, Duties, Effect, Standing};
 use sitewatch_proto::observation::Observation;
 use sitewatch_proto::state::{Command, FencingToken};
@@ -18,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::actuator::{Actuator, Outcome};
 use crate::config::{Config, Role};
 use crate::node::Node;
+use crate::notifier::{Event, EventKind, Notifier};
 use crate::storage::LogStore;
 
 /// Something that carries out an action: an actuator or a notifier.
@@ -28,6 +31,81 @@ pub trait Target: Send + Sync + 'static {
     /// Bring `action` about, retrying as the kind allows. Dropping the future cancels it.
     /// `Ok` carries a short human detail, `Err` the reason it failed.
     fn run(self: Arc<Self>, action: Action) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+}
+
+impl Target for Actuator {
+    fn name(&self) -> &str {
+        Actuator::name(self)
+    }
+
+    fn run(self: Arc<Self>, action: Action) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        Box::pin(async move {
+            match self.apply(&action).await {
+                Ok(
+                    Outcome::Applied { detail }
+                    | Outcome::AlreadyThere { detail }
+                    | Outcome::Skipped { detail },
+                ) => Ok(detail),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+impl Target for Notifier {
+    fn name(&self) -> &str {
+        Notifier::name(self)
+    }
+
+    fn run(self: Arc<Self>, action: Action) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        Box::pin(async move {
+            let event = event_for(&action);
+            match self.notify(&event).await {
+                Ok(()) => Ok(format!("sent: {}", event.title())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+/// What people hear about a decision: the verdict changed, or else the capacity, or else
+/// a spend alert; the witness's own scale-up is its own kind.
+fn event_for(a: &Action) -> Event {
+    let kind = if a.unilateral {
+        EventKind::Unilateral
+    } else if a.verdict != a.previous_verdict {
+        EventKind::VerdictChanged
+    } else if a.desired_capacity != a.previous_capacity {
+        EventKind::BurstChanged
+    } else {
+        EventKind::SpendAlert { percent: u32::from(a.spend_level) }
+    };
+    Event {
+        cluster_id: a.cluster_id.clone(),
+        kind,
+        verdict: a.verdict,
+        previous_verdict: a.previous_verdict,
+        desired_capacity: a.desired_capacity,
+        previous_capacity: a.previous_capacity,
+        reasons: a.reasons.clone(),
+        token: (!a.unilateral).then_some(a.token),
+        at_ms: a.decided_at_ms,
+    }
+}
+
+/// Every configured actuator and notifier, secrets loaded; in config order, actuators
+/// first (the capacity matters more than the message).
+pub fn targets(config: &Config) -> anyhow::Result<Vec<Arc<dyn Target>>> {
+    let mut out: Vec<Arc<dyn Target>> = Vec::new();
+    for (i, c) in config.actuators.iter().enumerate() {
+        let a = Actuator::from_config(c).with_context(|| format!("actuator[{i}] `{}`", c.name()))?;
+        out.push(Arc::new(a));
+    }
+    for (i, c) in config.notifiers.iter().enumerate() {
+        let n = Notifier::from_config(c).with_context(|| format!("notify[{i}] `{}`", c.name()))?;
+        out.push(Arc::new(n));
+    }
+    Ok(out)
 }
 
 /// The end of one action, back to the raft loop.

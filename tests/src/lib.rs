@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod moto;
+pub mod receiver;
 pub mod upsd;
 
 /// The directory holding the workspace's binaries: `target/<profile>` for a test

@@ -77,9 +77,8 @@ fn read_one(stream: TcpStream, key: &ring::hmac::Key) -> Option<Delivery> {
     let timestamp = headers.get("webhook-timestamp").cloned().unwrap_or_default();
     let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", &body].concat();
     let expected = format!("v1,{}", STANDARD.encode(ring::hmac::sign(key, &signed).as_ref()));
-    let signature_ok = headers
-        .get("webhook-signature")
-        .is_some_and(|sigs| sigs.split(' ').any(|s| s == expected));
+    let signature_ok =
+        headers.get("webhook-signature").is_some_and(|sigs| sigs.split(' ').any(|s| s == expected));
     let mut stream = stream;
     let reply: &[u8] = if signature_ok {
         b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"

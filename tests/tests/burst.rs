@@ -19,11 +19,17 @@ const SCALE_DOWN_AFTER_S: u64 = 20;
 /// missing piece fails instead of skipping.
 fn missing_pieces() -> Option<String> {
     if let Some(why) = unavailable(false) {
-        assert!(std::env::var_os("SITEWATCH_REQUIRE_NUT").is_none(), "SITEWATCH_REQUIRE_NUT is set but {why}");
+        assert!(
+            std::env::var_os("SITEWATCH_REQUIRE_NUT").is_none(),
+            "SITEWATCH_REQUIRE_NUT is set but {why}"
+        );
         return Some(why);
     }
     if let Err(why) = moto::moto_server() {
-        assert!(std::env::var_os("SITEWATCH_REQUIRE_MOTO").is_none(), "SITEWATCH_REQUIRE_MOTO is set but {why}");
+        assert!(
+            std::env::var_os("SITEWATCH_REQUIRE_MOTO").is_none(),
+            "SITEWATCH_REQUIRE_MOTO is set but {why}"
+        );
         return Some(why);
     }
     None
@@ -68,7 +74,8 @@ fn a_power_cut_bursts_the_group_and_recovery_gives_it_back_after_the_grace() {
         secret = secret_file.display(),
         script = hook.display(),
     );
-    let ups = format!("\n[[ups]]\nname = \"site\"\nserver = \"{}\"\npoll-interval = \"500ms\"\n", upsd.server());
+    let ups =
+        format!("\n[[ups]]\nname = \"site\"\nserver = \"{}\"\npoll-interval = \"500ms\"\n", upsd.server());
     for n in ["agent-1", "agent-2"] {
         c.node(n).append_config(&ups);
     }
@@ -95,16 +102,24 @@ fn a_power_cut_bursts_the_group_and_recovery_gives_it_back_after_the_grace() {
     });
     let burst_after = cut.elapsed();
     eprintln!("power cut -> group desired 2 in {burst_after:?} (burst-after {BURST_AFTER_S} s)");
-    assert!(burst_after >= Duration::from_secs(BURST_AFTER_S) - Duration::from_millis(600), "{burst_after:?}");
+    assert!(
+        burst_after >= Duration::from_secs(BURST_AFTER_S) - Duration::from_millis(600),
+        "{burst_after:?}"
+    );
     let s = c.node(&leader).status().expect("leader status");
     assert_eq!(s["site"]["verdict"], "down", "{s}");
-    let token = (s["site"]["decision"]["term"].as_u64().expect("term"), s["site"]["decision"]["index"].as_u64().expect("index"));
+    let token = (
+        s["site"]["decision"]["term"].as_u64().expect("term"),
+        s["site"]["decision"]["index"].as_u64().expect("index"),
+    );
     let key = format!("e2e-{}-{}", token.0, token.1);
     wait_for(Duration::from_secs(10), "every actuator's result to commit", || {
         let s = c.node("witness").status()?;
         ["cloud", "hook", "script"]
             .iter()
-            .all(|t| s["site"]["actions"][t]["ok"] == true && s["site"]["actions"][t]["token"]["index"] == token.1)
+            .all(|t| {
+                s["site"]["actions"][t]["ok"] == true && s["site"]["actions"][t]["token"]["index"] == token.1
+            })
             .then_some(())
     });
     assert_eq!(moto.instance_count(GROUP), 2, "moto runs the burst instances");
@@ -133,8 +148,15 @@ fn a_power_cut_bursts_the_group_and_recovery_gives_it_back_after_the_grace() {
     wait_for(Duration::from_secs(10), "a committed recovering verdict", || {
         (c.node("agent-1").status()?["site"]["verdict"] == "recovering").then_some(())
     });
-    std::thread::sleep(Duration::from_secs(SCALE_DOWN_AFTER_S).saturating_sub(back.elapsed() + Duration::from_secs(3)));
-    assert_eq!(moto.desired_capacity(GROUP), 2, "no scale-down inside the grace ({:?} after power back)", back.elapsed());
+    std::thread::sleep(
+        Duration::from_secs(SCALE_DOWN_AFTER_S).saturating_sub(back.elapsed() + Duration::from_secs(3)),
+    );
+    assert_eq!(
+        moto.desired_capacity(GROUP),
+        2,
+        "no scale-down inside the grace ({:?} after power back)",
+        back.elapsed()
+    );
     wait_for(Duration::from_secs(20), "the group to return to 0", || {
         (moto.desired_capacity(GROUP) == 0).then_some(())
     });
