@@ -539,7 +539,8 @@ pub fn render(r: &StatusReport) -> String {
 
 fn short_duration(s: u64) -> String {
     match s {
-        0..=3599 => format!("{}m", s / 60),
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
     }

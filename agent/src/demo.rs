@@ -1,13 +1,15 @@
 //! `sitewatch demo`: a newcomer's first command. Starts two agents and a witness on
-//! loopback with a CA and certificates made in a temporary directory, shows them elect a
-//! leader, stops the leader to show a failover, brings it back to show it catch up, and
-//! cleans up.
+//! loopback with a CA and certificates made in a temporary directory, and a simulated UPS
+//! that speaks NUT's protocol. Shows them elect a leader, fail over and catch up; then
+//! the UPS goes on battery: the outage is decided, burst through a dry-run actuator,
+//! recovered and scaled down after a shortened grace. Cleans up at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use sitewatch_proto::Verdict;
 use sitewatch_quorum::config::{Config, Role};
 use sitewatch_quorum::status::{self, StatusReport};
 use sitewatch_quorum::{daemon, logging};
@@ -15,11 +17,15 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::simulated_ups::SimulatedUps;
 use crate::{cli, observer, pki};
 
 const MEMBERS: [(&str, u64, Role); 3] =
     [("agent-1", 1, Role::Agent), ("agent-2", 2, Role::Agent), ("witness", 3, Role::Witness)];
 const WAIT: Duration = Duration::from_secs(20);
+/// Shortened from the defaults (60 s and 30 min) so the demo ends within a minute.
+const BURST_AFTER_S: u64 = 10;
+const SCALE_DOWN_AFTER_S: u64 = 20;
 
 pub fn main() -> ExitCode {
     logging::init("error");
@@ -73,7 +79,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn write_configs(dir: &Path) -> anyhow::Result<Vec<Member>> {
+fn write_configs(dir: &Path, ups: &SimulatedUps) -> anyhow::Result<Vec<Member>> {
     let ca = dir.join("ca");
     pki::init_ca(&ca, "demo")?;
     let ports: Vec<u16> = MEMBERS.iter().map(|_| free_port()).collect::<anyhow::Result<_>>()?;
@@ -96,6 +102,18 @@ fn write_configs(dir: &Path) -> anyhow::Result<Vec<Member>> {
             ca = ca.join(pki::CA_CERT).display(),
             home = home.display(),
         );
+        let mut text = text;
+        text.push_str(&format!(
+            "\n[policy]\nburst-after = \"{BURST_AFTER_S}s\"\nscale-down-after = \"{SCALE_DOWN_AFTER_S}s\"\n\
+             host-lost-after = \"10s\"\n\n[[actuator]]\nkind = \"dry-run\"\nname = \"cloud\"\n"
+        ));
+        if *role == Role::Agent {
+            text.push_str(&format!(
+                "\n[[ups]]\nname = \"{}\"\nserver = \"{}\"\npoll-interval = \"500ms\"\n",
+                DEMO_UPS,
+                ups.server()
+            ));
+        }
         let config = home.join(format!("{name}.toml"));
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         members.push(Member {
@@ -142,11 +160,15 @@ async fn agreed_leader(members: &[Member], not: Option<&str>) -> anyhow::Result<
     }
 }
 
+const DEMO_UPS: &str = "demo-ups";
+
 async fn run() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("sitewatch-demo-").tempdir()?;
-    println!("== sitewatch demo: two agents and a witness on loopback ==");
+    println!("== sitewatch demo: two agents and a witness on loopback, one simulated UPS ==");
     println!("   CA, certificates and configs in {}\n", dir.path().display());
-    let mut members = write_configs(dir.path())?;
+    let ups_stop = CancellationToken::new();
+    let ups = SimulatedUps::start(DEMO_UPS, ups_stop.clone()).await?;
+    let mut members = write_configs(dir.path(), &ups)?;
     let started = Instant::now();
     for m in &mut members {
         m.start()?;
@@ -193,12 +215,101 @@ async fn run() -> anyhow::Result<()> {
         }
         sleep(Duration::from_millis(50)).await;
     }
-    print_status(&members[idx]).await;
+    outage(&members, &ups).await?;
     println!("Done: every step above was decided by the quorum over mutual TLS; cleaning up.");
     for m in &mut members {
         m.stop().await?;
     }
+    ups_stop.cancel();
     Ok(())
+}
+
+/// The leader's report, once the members agree on one.
+async fn leader_report(members: &[Member]) -> Option<StatusReport> {
+    statuses(members).await.into_iter().flatten().find(|r| r.raft.state == "leader")
+}
+
+/// Wait until the leader's committed site state passes `done`, printing each committed
+/// change on the way.
+async fn watch_site(
+    members: &[Member],
+    since: Instant,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&StatusReport) -> bool,
+) -> anyhow::Result<StatusReport> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Some(r) = leader_report(members).await {
+            let now = (r.site.verdict, r.site.desired_capacity, r.site.decision);
+            if last != Some(now) {
+                if last.is_some() {
+                    let reasons = if r.site.reasons.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.site.reasons.join(", "))
+                    };
+                    println!(
+                        "   +{:>4.1} s  committed: {}, desired capacity {}{reasons}",
+                        since.elapsed().as_secs_f64(),
+                        r.site.verdict,
+                        r.site.desired_capacity
+                    );
+                }
+                last = Some(now);
+            }
+            if done(&r) {
+                return Ok(r);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {} s", limit.as_secs());
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The power cut and the recovery, decided and acted on through the dry-run actuator.
+async fn outage(members: &[Member], ups: &SimulatedUps) -> anyhow::Result<()> {
+    watch_site(members, Instant::now(), WAIT, "both agents heard", |r| {
+        r.burst.assessment.as_ref().is_some_and(|a| a.settled && a.verdict == Verdict::Healthy)
+    })
+    .await?;
+    println!(
+        "4. the UPS feeding both agents goes on battery (burst-after {BURST_AFTER_S} s, shortened for the demo)"
+    );
+    ups.on_battery();
+    let cut = Instant::now();
+    let r = watch_site(members, cut, WAIT, "the outage decided", |r| {
+        r.site.verdict == Verdict::Down
+            && r.site.actions.get("cloud").is_some_and(|a| Some(a.token) == r.site.decision)
+    })
+    .await?;
+    let action = r.site.actions.get("cloud").map(|a| a.detail.clone()).unwrap_or_default();
+    println!("   the leader acted on the committed decision: {action}\n");
+    print_status_of(&r);
+
+    println!("5. power comes back; capacity stays for scale-down-after ({SCALE_DOWN_AFTER_S} s, shortened)");
+    ups.on_line();
+    let back = Instant::now();
+    let limit = Duration::from_secs(SCALE_DOWN_AFTER_S) + WAIT;
+    let r = watch_site(members, back, limit, "the capacity given back", |r| {
+        r.site.verdict == Verdict::Healthy
+            && r.site.desired_capacity == 0
+            && r.site.actions.get("cloud").is_some_and(|a| Some(a.token) == r.site.decision)
+    })
+    .await?;
+    println!("   scaled down {:.1} s after power returned\n", back.elapsed().as_secs_f64());
+    print_status_of(&r);
+    Ok(())
+}
+
+fn print_status_of(r: &StatusReport) {
+    for line in cli::render(r).lines() {
+        println!("   {line}");
+    }
+    println!();
 }
 
 async fn print_status(m: &Member) {

@@ -8,4 +8,5 @@ pub mod host;
 pub mod observer;
 pub mod pki;
 pub mod probe;
+pub mod simulated_ups;
 pub mod ups;

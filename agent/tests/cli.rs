@@ -118,3 +118,28 @@ fn status_without_a_daemon_exits_1() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot reach the daemon"), "{}", text(&o));
 }
+
+#[test]
+fn the_demo_runs_to_the_end_and_shows_the_burst_and_the_scale_down() {
+    let started = std::time::Instant::now();
+    let o = run("sitewatch", &["demo"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for step in [
+        "elected leader",
+        "leads in term",
+        "committed: degraded, desired capacity 0 (ups-on-battery:",
+        "committed: down, desired capacity 2",
+        "the leader acted on the committed decision: dry run: would set capacity 0 -> 2",
+        "committed: recovering, desired capacity 2",
+        "committed: healthy, desired capacity 0",
+        "action   cloud: done for term",
+        "Done:",
+    ] {
+        assert!(out.contains(step), "missing `{step}` in\n{out}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "the demo took {:?}", started.elapsed());
+    // It cleaned up its temporary directory.
+    let dir = out.lines().find_map(|l| l.trim().strip_prefix("CA, certificates and configs in ")).unwrap();
+    assert!(!Path::new(dir.trim()).exists(), "{dir} left behind");
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -19,6 +19,8 @@ pub struct Delivery {
     pub body: serde_json::Value,
     /// The signature checked out against the receiver's own copy of the secret.
     pub signature_ok: bool,
+    /// When the request was read (wall clock).
+    pub at: SystemTime,
 }
 
 pub struct Receiver {
@@ -73,6 +75,7 @@ fn read_one(stream: TcpStream, key: &ring::hmac::Key) -> Option<Delivery> {
     let len: usize = headers.get("content-length")?.parse().ok()?;
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
+    let at = SystemTime::now();
     let id = headers.get("webhook-id").cloned().unwrap_or_default();
     let timestamp = headers.get("webhook-timestamp").cloned().unwrap_or_default();
     let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", &body].concat();
@@ -91,5 +94,6 @@ fn read_one(stream: TcpStream, key: &ring::hmac::Key) -> Option<Delivery> {
         idempotency_key: headers.get("idempotency-key").cloned(),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         signature_ok,
+        at,
     })
 }

@@ -74,7 +74,7 @@ pub struct Actuator {
 
 #[derive(Debug)]
 enum Kind {
-    Webhook(webhook::Webhook),
+    Webhook(Box<webhook::Webhook>),
     Exec(exec::Exec),
     Asg(Box<asg::Asg>),
     DryRun,
@@ -87,7 +87,7 @@ impl Actuator {
             return Err(ActuatorError::Config(format!("`{key}`: {why}")));
         }
         let kind = match cfg {
-            ActuatorConfig::Webhook(c) => Kind::Webhook(webhook::Webhook::from_config(c)?),
+            ActuatorConfig::Webhook(c) => Kind::Webhook(Box::new(webhook::Webhook::from_config(c)?)),
             ActuatorConfig::Exec(c) => Kind::Exec(exec::Exec::from_config(c)),
             ActuatorConfig::AwsAsg(c) => Kind::Asg(Box::new(asg::Asg::from_config(c)?)),
             ActuatorConfig::DryRun(_) => Kind::DryRun,
