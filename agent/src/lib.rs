@@ -1,6 +1,7 @@
 //! sitewatch agent: runs on every on-prem host, takes part in the quorum, and ships the
 //! `sitewatch` operator CLI.
 
+pub mod args;
 pub mod cli;
 pub mod clock;
 pub mod demo;

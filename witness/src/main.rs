@@ -1,17 +1,8 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use sitewatch_quorum::config::Role;
-
-/// The sitewatch witness: an off-site raft voter and tie-breaker.
-#[derive(Parser)]
-#[command(name = "sitewatch-witness", version, about)]
-struct Args {
-    /// Configuration file.
-    #[arg(long, default_value = "/etc/sitewatch/witness.toml")]
-    config: PathBuf,
-}
+use sitewatch_witness::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
