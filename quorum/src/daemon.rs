@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use raft::StateRole;
 use sitewatch_proto::observation::{Observation, PeerLink};
-use sitewatch_proto::state::Applied;
+use sitewatch_proto::Verdict;
+use sitewatch_proto::state::{Applied, Command};
 use sitewatch_proto::ups::Power;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval};
@@ -245,14 +246,16 @@ async fn raft_loop<S: LogStore>(
         if !node.has_ready() {
             continue;
         }
+        let site_before = (node.state().verdict, node.state().desired_capacity);
         // advance() may fsync: tell the runtime, so other tasks move to the other worker.
         let out = tokio::task::block_in_place(|| node.advance()).context("persisting raft state")?;
         for m in &out.messages {
             let delivered = transport.send(m);
             node.report_delivery(m, delivered);
         }
+        let mut site = site_before;
         for applied in &out.applied {
-            log_applied(applied);
+            log_applied(applied, &mut site);
         }
         if !out.applied.is_empty() || out.installed_snapshot {
             channels.history.send_replace(Arc::new(history(&node)));
@@ -273,11 +276,38 @@ fn history<S: LogStore>(node: &Node<S>) -> status::History {
     status::History { records: node.state().history.iter().cloned().collect() }
 }
 
-fn log_applied(applied: &Applied) {
+/// `site` is the (verdict, capacity) in force before `applied`; it moves along.
+fn log_applied(applied: &Applied, site: &mut (Verdict, u32)) {
     match applied {
         Applied::Nothing => {}
         Applied::Command(rec) => {
-            info!(term = rec.token.term, index = rec.token.index, command = ?rec.command, "committed decision applied");
+            let (term, index) = (rec.token.term, rec.token.index);
+            match &rec.command {
+                Command::Decision(d) => {
+                    info!(
+                        term, index, verdict = %d.verdict, desired_capacity = d.desired_capacity,
+                        reasons = %d.reasons.join(","), "committed decision applied"
+                    );
+                    // One greppable line per change that matters to an operator.
+                    if d.verdict != site.0 {
+                        warn!(term, index, verdict = %d.verdict, previous = %site.0, reasons = %d.reasons.join(","), "verdict changed");
+                    }
+                    if d.desired_capacity != site.1 {
+                        warn!(term, index, desired_capacity = d.desired_capacity, previous = site.1, "burst changed");
+                    }
+                    *site = (d.verdict, d.desired_capacity);
+                }
+                Command::Hold { on, by, .. } => {
+                    info!(term, index, hold = on, by = %by, "committed decision applied: operator hold")
+                }
+                Command::Unilateral { desired_capacity, by, .. } => info!(
+                    term, index, desired_capacity, by = %by, "committed decision applied: the witness's dark-site scale-up"
+                ),
+                Command::ActionResult(r) => info!(
+                    term, index, target = %r.target, ok = r.ok, acted_on = r.token.index, detail = %r.detail,
+                    "action result committed"
+                ),
+            }
         }
         Applied::Undecodable { token, error } => {
             error!(term = token.term, index = token.index, error = %error, "committed entry cannot be read; skipped on every node");
