@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use raft::StateRole;
-use sitewatch_proto::observation::{Observation, PeerLink};
 use sitewatch_proto::Verdict;
+use sitewatch_proto::observation::{Observation, PeerLink};
 use sitewatch_proto::state::{Applied, Command};
 use sitewatch_proto::ups::Power;
 use tokio::sync::{mpsc, watch};
@@ -293,7 +293,13 @@ fn log_applied(applied: &Applied, site: &mut (Verdict, u32)) {
                         warn!(term, index, verdict = %d.verdict, previous = %site.0, reasons = %d.reasons.join(","), "verdict changed");
                     }
                     if d.desired_capacity != site.1 {
-                        warn!(term, index, desired_capacity = d.desired_capacity, previous = site.1, "burst changed");
+                        warn!(
+                            term,
+                            index,
+                            desired_capacity = d.desired_capacity,
+                            previous = site.1,
+                            "burst changed"
+                        );
                     }
                     *site = (d.verdict, d.desired_capacity);
                 }

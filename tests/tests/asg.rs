@@ -39,9 +39,9 @@ struct Setup {
 }
 
 fn actuator(moto: &Moto, group: &str, key_id: &str, secret: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let secret_file = dir.path().join("aws-secret");
-    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write the secret");
     let cfg = ActuatorConfig::AwsAsg(AsgConfig {
         name: "cloud".into(),
         region: REGION.into(),
@@ -60,7 +60,12 @@ fn actuator(moto: &Moto, group: &str, key_id: &str, secret: &str) -> Setup {
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
     });
-    Setup { actuator: Actuator::from_config(&cfg).unwrap(), _dir: dir }
+    Setup { actuator: Actuator::from_config(&cfg).expect("a valid aws-asg actuator"), _dir: dir }
+}
+
+/// Each test its own runtime; the moto lock is held outside it.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
 }
 
 fn action(desired: u32, previous: u32, unilateral: bool) -> Action {
@@ -80,82 +85,102 @@ fn action(desired: u32, previous: u32, unilateral: bool) -> Action {
     }
 }
 
-#[tokio::test]
-async fn setting_3_scales_the_group_and_instances_appear() {
+#[test]
+fn setting_3_scales_the_group_and_instances_appear() {
     let Some((_one, moto)) = moto("setting_3") else { return };
-    moto.create_group(GROUP, 0, 4);
-    let s = actuator(&moto, GROUP, ANY_KEY_ID, ANY_SECRET);
-    let out = s.actuator.apply(&action(3, 0, false)).await.unwrap();
-    assert_eq!(out, Outcome::Applied { detail: "group burst-asg 0 -> 3".into() });
-    assert_eq!(moto.desired_capacity(GROUP), 3);
-    wait_for(Duration::from_secs(10), "3 instances", || (moto.instance_count(GROUP) == 3).then_some(()));
-    // The same absolute action again changes nothing.
-    let again = s.actuator.apply(&action(3, 0, false)).await.unwrap();
-    assert!(matches!(again, Outcome::AlreadyThere { .. }), "{again:?}");
-    // And a committed decision may scale down.
-    s.actuator.apply(&action(1, 3, false)).await.unwrap();
-    assert_eq!(moto.desired_capacity(GROUP), 1);
+    block_on(async {
+        moto.create_group(GROUP, 0, 4);
+        let s = actuator(&moto, GROUP, ANY_KEY_ID, ANY_SECRET);
+        let out = s.actuator.apply(&action(3, 0, false)).await.unwrap();
+        assert_eq!(out, Outcome::Applied { detail: "group burst-asg 0 -> 3".into() });
+        assert_eq!(moto.desired_capacity(GROUP), 3);
+        wait_for(Duration::from_secs(10), "3 instances", || (moto.instance_count(GROUP) == 3).then_some(()));
+        // The same absolute action again changes nothing.
+        let again = s.actuator.apply(&action(3, 0, false)).await.unwrap();
+        assert!(matches!(again, Outcome::AlreadyThere { .. }), "{again:?}");
+        // And a committed decision may scale down.
+        s.actuator.apply(&action(1, 3, false)).await.unwrap();
+        assert_eq!(moto.desired_capacity(GROUP), 1);
+    });
 }
 
-#[tokio::test]
-async fn a_target_above_max_size_is_clamped() {
+#[test]
+fn a_target_above_max_size_is_clamped() {
     let Some((_one, moto)) = moto("clamp") else { return };
-    moto.create_group(GROUP, 0, 4);
-    let s = actuator(&moto, GROUP, ANY_KEY_ID, ANY_SECRET);
-    let out = s.actuator.apply(&action(9, 0, false)).await.unwrap();
-    let Outcome::Applied { detail } = &out else { panic!("{out:?}") };
-    assert!(detail.contains("0 -> 4 (9 clamped to [0, 4])"), "{detail}");
-    assert_eq!(moto.desired_capacity(GROUP), 4);
+    block_on(async {
+        moto.create_group(GROUP, 0, 4);
+        let s = actuator(&moto, GROUP, ANY_KEY_ID, ANY_SECRET);
+        let out = s.actuator.apply(&action(9, 0, false)).await.unwrap();
+        let Outcome::Applied { detail } = &out else { panic!("{out:?}") };
+        assert!(detail.contains("0 -> 4 (9 clamped to [0, 4])"), "{detail}");
+        assert_eq!(moto.desired_capacity(GROUP), 4);
+    });
 }
 
-#[tokio::test]
-async fn a_unilateral_action_never_scales_down() {
+#[test]
+fn a_unilateral_action_never_scales_down() {
     let Some((_one, moto)) = moto("unilateral") else { return };
-    moto.create_group(GROUP, 0, 4);
-    moto.set_desired(GROUP, 3);
-    let s = actuator(&moto, GROUP, ANY_KEY_ID, ANY_SECRET);
-    // The witness asks for 1 while the group runs 3: left alone.
-    let out = s.actuator.apply(&action(1, 0, true)).await.unwrap();
-    assert!(matches!(&out, Outcome::Skipped { detail } if detail.contains("never scales down")), "{out:?}");
-    assert_eq!(moto.desired_capacity(GROUP), 3);
-    assert!(matches!(s.actuator.apply(&action(3, 0, true)).await.unwrap(), Outcome::AlreadyThere { .. }));
-    // Up is allowed.
-    assert!(matches!(s.actuator.apply(&action(4, 0, true)).await.unwrap(), Outcome::Applied { .. }));
-    assert_eq!(moto.desired_capacity(GROUP), 4);
+    block_on(async {
+        moto.create_group(GROUP, 0, 4);
+        moto.set_desired(GROUP, 3);
+        let s = actuator(&moto, GROUP, ANY_KEY_ID, ANY_SECRET);
+        // The witness asks for 1 while the group runs 3: left alone.
+        let out = s.actuator.apply(&action(1, 0, true)).await.unwrap();
+        assert!(
+            matches!(&out, Outcome::Skipped { detail } if detail.contains("never scales down")),
+            "{out:?}"
+        );
+        assert_eq!(moto.desired_capacity(GROUP), 3);
+        assert!(matches!(s.actuator.apply(&action(3, 0, true)).await.unwrap(), Outcome::AlreadyThere { .. }));
+        // Up is allowed.
+        assert!(matches!(s.actuator.apply(&action(4, 0, true)).await.unwrap(), Outcome::Applied { .. }));
+        assert_eq!(moto.desired_capacity(GROUP), 4);
+    });
 }
 
-#[tokio::test]
-async fn an_unknown_group_is_a_clear_error() {
+#[test]
+fn an_unknown_group_is_a_clear_error() {
     let Some((_one, moto)) = moto("unknown_group") else { return };
-    moto.create_group(GROUP, 0, 4);
-    let s = actuator(&moto, "no-such-group", ANY_KEY_ID, ANY_SECRET);
-    let started = std::time::Instant::now();
-    let e = s.actuator.apply(&action(3, 0, false)).await.unwrap_err();
-    let ActuatorError::Permanent(why) = &e else { panic!("{e:?}") };
-    assert!(why.contains("no Auto Scaling group named `no-such-group` in eu-west-1"), "{why}");
-    assert!(started.elapsed() < Duration::from_secs(5), "retried a permanent error: {:?}", started.elapsed());
-    assert_eq!(moto.desired_capacity(GROUP), 0);
+    block_on(async {
+        moto.create_group(GROUP, 0, 4);
+        let s = actuator(&moto, "no-such-group", ANY_KEY_ID, ANY_SECRET);
+        let started = std::time::Instant::now();
+        let e = s.actuator.apply(&action(3, 0, false)).await.unwrap_err();
+        let ActuatorError::Permanent(why) = &e else { panic!("{e:?}") };
+        assert!(why.contains("no Auto Scaling group named `no-such-group` in eu-west-1"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "retried a permanent error: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(moto.desired_capacity(GROUP), 0);
+    });
 }
 
-#[tokio::test]
-async fn with_signatures_checked_a_wrong_secret_fails_and_the_right_one_works() {
+#[test]
+fn with_signatures_checked_a_wrong_secret_fails_and_the_right_one_works() {
     let Some((_one, moto)) = moto("signatures") else { return };
-    moto.create_group(GROUP, 0, 4);
-    let (key_id, secret) = moto.require_signatures();
-    let wrong = actuator(&moto, GROUP, &key_id, "not-the-secret");
-    let e = wrong.actuator.apply(&action(3, 0, false)).await.unwrap_err();
-    assert!(matches!(&e, ActuatorError::Permanent(why) if why.contains("SignatureDoesNotMatch")), "{e:?}");
-    let right = actuator(&moto, GROUP, &key_id, &secret);
-    assert!(matches!(right.actuator.apply(&action(3, 0, false)).await.unwrap(), Outcome::Applied { .. }));
-    // Read back through a signed request of the harness's own.
-    let (status, body) = moto.query(
-        "autoscaling",
-        &format!(
-            "Action=DescribeAutoScalingGroups&Version=2011-01-01&AutoScalingGroupNames.member.1={GROUP}"
-        ),
-        &key_id,
-        &secret,
-    );
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("<DesiredCapacity>3</DesiredCapacity>"), "{body}");
+    block_on(async {
+        moto.create_group(GROUP, 0, 4);
+        let (key_id, secret) = moto.require_signatures();
+        let wrong = actuator(&moto, GROUP, &key_id, "not-the-secret");
+        let e = wrong.actuator.apply(&action(3, 0, false)).await.unwrap_err();
+        assert!(
+            matches!(&e, ActuatorError::Permanent(why) if why.contains("SignatureDoesNotMatch")),
+            "{e:?}"
+        );
+        let right = actuator(&moto, GROUP, &key_id, &secret);
+        assert!(matches!(right.actuator.apply(&action(3, 0, false)).await.unwrap(), Outcome::Applied { .. }));
+        // Read back through a signed request of the harness's own.
+        let (status, body) = moto.query(
+            "autoscaling",
+            &format!(
+                "Action=DescribeAutoScalingGroups&Version=2011-01-01&AutoScalingGroupNames.member.1={GROUP}"
+            ),
+            &key_id,
+            &secret,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("<DesiredCapacity>3</DesiredCapacity>"), "{body}");
+    });
 }

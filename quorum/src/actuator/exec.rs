@@ -96,17 +96,17 @@ impl Exec {
                 return Attempt::Retry { error: format!("waiting for {program}: {e}"), retry_after: None };
             }
             Err(_) => {
+                // The whole group: a hook's own children get the same signals.
                 group.signal(Signal::TERM);
                 let ended = match tokio::time::timeout(self.kill_grace, child.wait()).await {
                     Ok(_) => "it stopped on SIGTERM",
                     Err(_) => {
+                        // Still unreaped, so the group id is still the hook's.
                         group.signal(Signal::KILL);
                         let _ = child.wait().await;
                         "it ignored SIGTERM and was killed"
                     }
                 };
-                // Whatever it left behind in its group goes too.
-                group.signal(Signal::KILL);
                 group.disarm();
                 let error = format!("{program} timed out after {:?}; {ended}", self.timeout);
                 warn!(actuator = %name, attempt, error = %error, "hook timed out");

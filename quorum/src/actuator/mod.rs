@@ -17,6 +17,9 @@ pub mod secret;
 pub mod sigv4;
 pub mod webhook;
 
+use std::sync::{Mutex, PoisonError};
+
+use sitewatch_proto::state::FencingToken;
 use tracing::info;
 
 pub use config::{ActuatorConfig, AsgConfig, DryRunConfig, ExecConfig, WebhookConfig, check_actuators};
@@ -37,7 +40,8 @@ pub enum Outcome {
     AlreadyThere {
         detail: String,
     },
-    /// Deliberately not done (a unilateral action that would scale down).
+    /// Deliberately not done: a unilateral action that would scale down, or a token older
+    /// than one this actuator already applied.
     Skipped {
         detail: String,
     },
@@ -70,6 +74,9 @@ impl From<retry::GaveUp> for ActuatorError {
 pub struct Actuator {
     name: String,
     kind: Kind,
+    /// The newest committed token this actuator was handed: an older one is refused, so
+    /// a late apply from a superseded decision cannot undo a newer one.
+    newest: Mutex<Option<FencingToken>>,
 }
 
 #[derive(Debug)]
@@ -92,7 +99,7 @@ impl Actuator {
             ActuatorConfig::AwsAsg(c) => Kind::Asg(Box::new(asg::Asg::from_config(c)?)),
             ActuatorConfig::DryRun(_) => Kind::DryRun,
         };
-        Ok(Actuator { name: cfg.name().to_owned(), kind })
+        Ok(Actuator { name: cfg.name().to_owned(), kind, newest: Mutex::new(None) })
     }
 
     pub fn name(&self) -> &str {
@@ -110,6 +117,19 @@ impl Actuator {
                     action.previous_capacity, action.desired_capacity
                 ),
             });
+        }
+        if !action.unilateral {
+            // A poisoned lock only means another apply panicked; the token in it is sound.
+            let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(newer) = newest.filter(|n| *n > action.token) {
+                return Ok(Outcome::Skipped {
+                    detail: format!(
+                        "superseded: term {} index {} is older than term {} index {}",
+                        action.token.term, action.token.index, newer.term, newer.index
+                    ),
+                });
+            }
+            *newest = Some(action.token);
         }
         info!(
             actuator = %self.name,
@@ -158,6 +178,19 @@ pub(crate) mod tests {
         assert_eq!(json["desired_capacity"], 3);
         let back: Action = serde_json::from_value(json).unwrap();
         assert_eq!(back, action(3, 0));
+    }
+
+    #[tokio::test]
+    async fn an_older_token_than_one_already_applied_is_refused() {
+        let dry = Actuator::from_config(&ActuatorConfig::DryRun(DryRunConfig { name: "d".into() })).unwrap();
+        let newer = action(3, 0);
+        let mut older = action(5, 0);
+        older.token = FencingToken { term: 3, index: 40 };
+        assert!(matches!(dry.apply(&newer).await, Ok(Outcome::Applied { .. })));
+        // The same token again is a retry, not a stale decision.
+        assert!(matches!(dry.apply(&newer).await, Ok(Outcome::Applied { .. })));
+        let out = dry.apply(&older).await.unwrap();
+        assert!(matches!(&out, Outcome::Skipped { detail } if detail.contains("superseded")), "{out:?}");
     }
 
     #[tokio::test]
