@@ -121,7 +121,7 @@ fn status_without_a_daemon_exits_1() {
 
 #[test]
 fn the_demo_runs_to_the_end_and_shows_the_burst_and_the_scale_down() {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let o = run("sitewatch", &["demo"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
