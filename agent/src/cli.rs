@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use sitewatch_proto::Command as ProtoCommand;
 use sitewatch_proto::Verdict;
 use sitewatch_proto::ups::{Power, UpsState};
-use sitewatch_quorum::config::Config;
+use sitewatch_quorum::config::{Config, Role};
 use sitewatch_quorum::status::{self, ControlReply, History, Request, StatusReport};
 use sitewatch_quorum::tls::TlsIdentity;
 
@@ -46,6 +46,9 @@ enum Command {
         /// Print the full report as JSON (with a schema_version).
         #[arg(long)]
         json: bool,
+        /// Redraw every 2 s until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// A monitoring-plugin check (Nagios, Icinga, Sensu): one line, and exit 0 OK,
     /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
@@ -133,7 +136,14 @@ pub fn main() -> ExitCode {
                 println!("certificate for `{name}`: {} and {}", cert.display(), key.display());
             }))
         }
-        Command::Status { socket, json } => status(&socket, json),
+        Command::Status { socket, json, watch: false } => status(&socket, json),
+        Command::Status { socket, watch: true, .. } => loop {
+            // Clear the screen and home the cursor, as watch(1) does.
+            print!("\x1b[2J\x1b[H");
+            let code = status(&socket, false);
+            println!("\n(every 2 s; exit {code:?} now; Ctrl-C to stop)");
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        },
         Command::Check { socket } => check(&socket),
         Command::History { socket, json } => history(&socket, json),
         Command::Burst { command: BurstCommand::Hold { socket, by } } => hold(&socket, true, by),
@@ -358,7 +368,6 @@ fn status(socket: &Path, json: bool) -> ExitCode {
     }
 }
 
-/// The human view, one screen: who we are, the verdict, the quorum, the peers.
 /// The burst timers, this node's own judgement when it differs, and the actions.
 fn render_burst(out: &mut String, r: &StatusReport) {
     use std::fmt::Write;
@@ -404,6 +413,24 @@ fn render_burst(out: &mut String, r: &StatusReport) {
     }
 }
 
+/// On a witness: its clients (the agents) and when each last sent its observation,
+/// like corosync-qnetd-tool -l.
+fn render_clients(out: &mut String, r: &StatusReport) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "\n{:<16} {:<12} {:>18}", "CLIENT", "STATE", "LAST OBSERVATION");
+    for p in r.peers.iter().filter(|p| p.role == Role::Agent) {
+        let heard = r.burst.heard.iter().find(|h| h.name == p.name).and_then(|h| h.age_ms);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {:>18}",
+            p.name,
+            if p.connected { "connected" } else { "unreachable" },
+            heard.map_or("never".to_string(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0))
+        );
+    }
+}
+
+/// The human view, one screen: who we are, the verdict, the quorum, the peers.
 pub fn render(r: &StatusReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -533,6 +560,9 @@ pub fn render(r: &StatusReport) -> String {
         if let Some(why) = &p.last_error {
             let _ = writeln!(out, "{:<16} last error: {why}", "");
         }
+    }
+    if r.node.role == Role::Witness {
+        render_clients(&mut out, r);
     }
     out
 }

@@ -243,33 +243,49 @@ async fn raft_loop<S: LogStore>(
                 let _ = control.reply.send(reply);
             }
         }
-        if !node.has_ready() {
-            continue;
+        while node.has_ready() {
+            advance(&mut node, config, &transport, &channels.history, &mut duties, publisher, &mut last)?;
         }
-        let site_before = (node.state().verdict, node.state().desired_capacity);
-        // advance() may fsync: tell the runtime, so other tasks move to the other worker.
-        let out = tokio::task::block_in_place(|| node.advance()).context("persisting raft state")?;
-        for m in &out.messages {
-            let delivered = transport.send(m);
-            node.report_delivery(m, delivered);
-        }
-        let mut site = site_before;
-        for applied in &out.applied {
-            log_applied(applied, &mut site);
-        }
-        if !out.applied.is_empty() || out.installed_snapshot {
-            channels.history.send_replace(Arc::new(history(&node)));
-        }
-        if out.installed_snapshot {
-            info!(applied = node.status().applied, "installed a snapshot from the leader");
-        }
-        let now = node.status();
-        if now.leader != last.leader {
-            publisher.leader_changes += 1;
-        }
-        log_leadership(config, &last, &now);
-        last = now;
     }
+}
+
+/// Persist what raft has ready, send its messages, apply what is committed, and act on it.
+fn advance<S: LogStore>(
+    node: &mut Node<S>,
+    config: &Config,
+    transport: &Transport,
+    history_tx: &watch::Sender<Arc<status::History>>,
+    duties: &mut DutyRunner,
+    publisher: &mut Publisher,
+    last: &mut NodeStatus,
+) -> anyhow::Result<()> {
+    let site_before = (node.state().verdict, node.state().desired_capacity);
+    // advance() may fsync: tell the runtime, so other tasks move to the other worker.
+    let out = tokio::task::block_in_place(|| node.advance()).context("persisting raft state")?;
+    for m in &out.messages {
+        let delivered = transport.send(m);
+        node.report_delivery(m, delivered);
+    }
+    let mut site = site_before;
+    for applied in &out.applied {
+        log_applied(applied, &mut site);
+    }
+    if !out.applied.is_empty() || out.installed_snapshot {
+        history_tx.send_replace(Arc::new(history(node)));
+        // A committed decision is acted on now, not at the next tick; what the duties
+        // propose goes out with the next advance.
+        duties.step(config, node, Instant::now());
+    }
+    if out.installed_snapshot {
+        info!(applied = node.status().applied, "installed a snapshot from the leader");
+    }
+    let now = node.status();
+    if now.leader != last.leader {
+        publisher.leader_changes += 1;
+    }
+    log_leadership(config, last, &now);
+    *last = now;
+    Ok(())
 }
 
 fn history<S: LogStore>(node: &Node<S>) -> status::History {

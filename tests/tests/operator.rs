@@ -70,6 +70,15 @@ fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["burst"]["heard"].as_array().map(Vec::len), Some(2), "{v}");
 
+    // The witness lists its clients and when each last reported, like corosync-qnetd-tool -l.
+    let witness = text(&run(&mut c, "witness", &["status"]));
+    assert!(witness.contains("CLIENT"), "{witness}");
+    for agent in ["agent-1", "agent-2"] {
+        let line =
+            witness.lines().find(|l| l.starts_with(agent) && l.contains("s ago") && l.contains("connected"));
+        assert!(line.is_some(), "{agent} missing from the witness's clients:\n{witness}");
+    }
+
     let check = run(&mut c, "agent-1", &["check"]);
     assert_eq!(code(&check), 0, "{}", text(&check));
     assert!(text(&check).starts_with("SITEWATCH OK - site healthy, quorate"), "{}", text(&check));
