@@ -68,6 +68,20 @@ enum Command {
         #[command(subcommand)]
         command: BurstCommand,
     },
+    /// The failover drill: simulate a site-wide power cut through the quorum, watch the
+    /// outage be decided and acted on, end it, and report how long each step took.
+    Drill {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Call the real actuators and notifiers (default: dry runs that touch nothing).
+        #[arg(long)]
+        live: bool,
+        /// Give up waiting for the burst after this long.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Start a local demo cluster on loopback, with no config needed.
     Demo,
 }
@@ -148,6 +162,9 @@ pub fn main() -> ExitCode {
         Command::History { socket, json } => history(&socket, json),
         Command::Burst { command: BurstCommand::Hold { socket, by } } => hold(&socket, true, by),
         Command::Burst { command: BurstCommand::Release { socket, by } } => hold(&socket, false, by),
+        Command::Drill { socket, live, timeout, by } => {
+            crate::drill::run(&socket, live, timeout, operator(by))
+        }
         Command::Demo => crate::demo::main(),
     }
 }
@@ -188,7 +205,7 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn ask<T: serde::de::DeserializeOwned + Unpin>(socket: &Path, request: Request) -> Result<T, String> {
+pub fn ask<T: serde::de::DeserializeOwned + Unpin>(socket: &Path, request: Request) -> Result<T, String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(status::ask(socket, request)).map_err(|e| e.to_string())
@@ -281,6 +298,14 @@ pub fn render_history(h: &History) -> String {
                 (*at_ms, change, format!("dark-site-unilateral by {by}"))
             }
             ProtoCommand::ActionResult(_) => continue,
+            ProtoCommand::Drill { on, live, by, at_ms } => {
+                let what = match (on, live) {
+                    (true, true) => "drill started (live)",
+                    (true, false) => "drill started (dry run)",
+                    (false, _) => "drill ended",
+                };
+                (*at_ms, what.to_string(), format!("by {by}"))
+            }
         };
         let _ =
             writeln!(out, "{:>5} {:>7}  {:<20} {change:<42} {why}", rec.token.term, rec.token.index, utc(at));
@@ -306,11 +331,15 @@ fn utc(ms: u64) -> String {
     )
 }
 
-fn hold(socket: &Path, on: bool, by: Option<String>) -> ExitCode {
-    let by = by
-        .or_else(|| std::env::var("SUDO_USER").ok())
+/// Who asks, for the history: `--by`, else the invoking user.
+fn operator(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("SUDO_USER").ok())
         .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "operator".into());
+        .unwrap_or_else(|| "operator".into())
+}
+
+fn hold(socket: &Path, on: bool, by: Option<String>) -> ExitCode {
+    let by = operator(by);
     let reply: ControlReply = match ask(socket, Request::Hold { on, by }) {
         Ok(r) => r,
         Err(e) => {
@@ -458,6 +487,14 @@ pub fn render(r: &StatusReport) -> String {
     );
     if !s.reasons.is_empty() {
         let _ = writeln!(out, "reasons  {}", s.reasons.join(", "));
+    }
+    if let Some(d) = &s.drill {
+        let _ = writeln!(
+            out,
+            "DRILL    in progress ({}), started by {}: a simulated site-wide power cut",
+            if d.live { "LIVE: real actuators" } else { "dry run" },
+            d.by
+        );
     }
     render_burst(&mut out, r);
     let q = &r.quorum;

@@ -5,6 +5,7 @@ pub mod args;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod drill;
 pub mod host;
 pub mod observer;
 pub mod pki;

@@ -47,6 +47,9 @@ pub struct Action {
     pub spend_level: u8,
     /// The witness acting alone on a dark site: scale up only.
     pub unilateral: bool,
+    /// A decision of a drill that is not live: report what would be done, do nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +284,7 @@ impl Duties {
             decided_at_ms: ctx.now_unix_ms,
             spend_level: state.spend_level,
             unilateral: true,
+            dry_run: false,
         };
         for target in ctx.targets {
             self.running.insert(target.clone(), (token, true));
@@ -337,5 +341,6 @@ pub fn action_for(cluster_id: &str, state: &SiteState, token: FencingToken) -> A
         decided_at_ms: state.decided_at_ms,
         spend_level: state.spend_level,
         unilateral: false,
+        dry_run: state.dry_run_decision,
     }
 }

@@ -96,6 +96,15 @@ pub enum Command {
     },
     /// An actuator or notifier finished with the decision in force.
     ActionResult(ActionResult),
+    /// The monthly failover drill: while on, every agent counts as on battery since the
+    /// drill began (a simulated site-wide power cut). Not live: actions taken for the
+    /// drill's decisions are dry runs, and ending it puts back what was in force before.
+    Drill {
+        on: bool,
+        live: bool,
+        by: String,
+        at_ms: u64,
+    },
     /// The witness scaled up on its own while the site was dark (it could not commit
     /// then). Proposed once a quorum is back, so the scale-down grace covers it.
     Unilateral {
@@ -173,6 +182,23 @@ pub struct SiteState {
     /// Burst instance-time this month, from the committed capacities and their times.
     #[serde(default)]
     pub spend: SpendLedger,
+    /// A drill in progress.
+    #[serde(default)]
+    pub drill: Option<DrillState>,
+    /// The decision in force was made for a drill that is not live: act on it as a dry run.
+    #[serde(default)]
+    pub dry_run_decision: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillState {
+    pub live: bool,
+    pub by: String,
+    /// When the drill began (the proposer's wall clock): the simulated outage's start.
+    pub started_at_ms: u64,
+    /// What was in force before, put back when a dry drill ends.
+    pub before_verdict: Verdict,
+    pub before_capacity: u32,
 }
 
 impl SiteState {
@@ -189,7 +215,10 @@ impl SiteState {
         };
         match &command {
             Command::Decision(d) => {
-                self.spend.change(d.desired_capacity, d.decided_at_ms);
+                self.dry_run_decision = self.drill.as_ref().is_some_and(|drill| !drill.live);
+                if !self.dry_run_decision {
+                    self.spend.change(d.desired_capacity, d.decided_at_ms);
+                }
                 self.previous_verdict = self.verdict;
                 self.previous_capacity = self.desired_capacity;
                 self.verdict = d.verdict;
@@ -201,6 +230,34 @@ impl SiteState {
                 self.evidence = d.evidence.clone();
             }
             Command::Hold { on, .. } => self.hold = *on,
+            Command::Drill { on: true, live, by, at_ms } => {
+                if self.drill.is_none() {
+                    self.drill = Some(DrillState {
+                        live: *live,
+                        by: by.clone(),
+                        started_at_ms: *at_ms,
+                        before_verdict: self.verdict,
+                        before_capacity: self.desired_capacity,
+                    });
+                }
+            }
+            Command::Drill { on: false, at_ms, .. } => {
+                if let Some(drill) = self.drill.take()
+                    && !drill.live
+                {
+                    // Nothing real moved during a dry drill: put back what was in force, as a
+                    // decision of its own (acted on as a dry run too).
+                    self.previous_verdict = self.verdict;
+                    self.previous_capacity = self.desired_capacity;
+                    self.verdict = drill.before_verdict;
+                    self.desired_capacity = drill.before_capacity;
+                    self.reasons = vec!["drill-ended".into()];
+                    self.decision = Some(token);
+                    self.decided_at_ms = *at_ms;
+                    self.evidence.clear();
+                    self.dry_run_decision = true;
+                }
+            }
             Command::ActionResult(result) => {
                 // Only results for the decision in force count; a late one for an older
                 // decision is history only.
@@ -221,6 +278,7 @@ impl SiteState {
                     self.decision = Some(token);
                     self.decided_at_ms = *at_ms;
                     self.evidence.clear();
+                    self.dry_run_decision = false;
                 }
             }
         }
@@ -290,6 +348,22 @@ mod tests {
         assert!(s.hold);
         assert_eq!(s.decision, Some(tok(1, 1)));
         assert_eq!(s.desired_capacity, 2);
+    }
+
+    #[test]
+    fn a_dry_drill_acts_as_dry_runs_and_puts_back_what_was_in_force() {
+        let mut s = SiteState::default();
+        let drill = |on| Command::Drill { on, live: false, by: "op".into(), at_ms: 10 }.encode().unwrap();
+        s.apply(tok(1, 1), &drill(true));
+        assert!(s.drill.is_some());
+        s.apply(tok(1, 2), &decision(Verdict::Down, 3));
+        assert!(s.dry_run_decision, "decisions during a dry drill are dry runs");
+        assert_eq!(s.spend.instance_ms_at(3_600_010), 0, "a dry drill costs nothing");
+        s.apply(tok(1, 3), &drill(false));
+        assert_eq!((s.verdict, s.desired_capacity, s.decision), (Verdict::Healthy, 0, Some(tok(1, 3))));
+        assert!(s.dry_run_decision && s.drill.is_none());
+        s.apply(tok(1, 4), &decision(Verdict::Down, 2));
+        assert!(!s.dry_run_decision, "after the drill, decisions are real again");
     }
 
     #[test]

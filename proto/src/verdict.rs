@@ -127,8 +127,14 @@ pub fn assess(
     let mut hosts = Vec::with_capacity(evidence.agents.len());
     let mut settled = true;
     let mut armed: Vec<u64> = Vec::new();
+    // A drill is a simulated site-wide power cut, from the committed start of the drill.
+    let drill =
+        committed.drill.as_ref().map(|d| Duration::from_millis(now_unix_ms.saturating_sub(d.started_at_ms)));
+    if drill.is_some() {
+        reasons.push("drill".to_string());
+    }
     for agent in &evidence.agents {
-        let condition = host_condition(policy, agent, evidence.listening_for);
+        let condition = host_condition(policy, agent, evidence.listening_for, drill);
         match &condition {
             HostCondition::Up => {}
             HostCondition::Unknown => settled = false,
@@ -250,7 +256,12 @@ pub fn assess(
     }
 }
 
-fn host_condition(policy: &PolicyConfig, agent: &AgentView<'_>, listening_for: Duration) -> HostCondition {
+fn host_condition(
+    policy: &PolicyConfig,
+    agent: &AgentView<'_>,
+    listening_for: Duration,
+    drill: Option<Duration>,
+) -> HostCondition {
     let Some((obs, age)) = agent.latest else {
         return if listening_for >= policy.host_lost_after {
             HostCondition::Lost { unheard_s: None }
@@ -270,6 +281,11 @@ fn host_condition(policy: &PolicyConfig, agent: &AgentView<'_>, listening_for: D
         // seconds. If it stays away, host-lost-after says so.
         Some(GoingDown::AgentStopping) | None => {}
     }
+    if let Some(on_battery) = drill
+        && obs.power != Power::Battery
+    {
+        return on_battery_for(policy, on_battery);
+    }
     if obs.power != Power::Battery {
         return HostCondition::Up;
     }
@@ -285,7 +301,10 @@ fn host_condition(policy: &PolicyConfig, agent: &AgentView<'_>, listening_for: D
     }
     // The agent measured how long it has been on battery; the observation's travel
     // time adds to it.
-    let on_battery = Duration::from_millis(obs.power_for_ms) + age;
+    on_battery_for(policy, Duration::from_millis(obs.power_for_ms) + age)
+}
+
+fn on_battery_for(policy: &PolicyConfig, on_battery: Duration) -> HostCondition {
     if on_battery >= policy.burst_after {
         HostCondition::PowerFailing { why: format!("on-battery-{}s", on_battery.as_secs()) }
     } else {

@@ -322,6 +322,9 @@ fn log_applied(applied: &Applied, site: &mut (Verdict, u32)) {
                 Command::Hold { on, by, .. } => {
                     info!(term, index, hold = on, by = %by, "committed decision applied: operator hold")
                 }
+                Command::Drill { on, live, by, .. } => {
+                    warn!(term, index, drill = on, live, by = %by, "committed decision applied: failover drill")
+                }
                 Command::Unilateral { desired_capacity, by, .. } => info!(
                     term, index, desired_capacity, by = %by, "committed decision applied: the witness's dark-site scale-up"
                 ),
@@ -513,6 +516,8 @@ fn report<S: LogStore>(
             actions: state.actions.clone(),
             spend_level: state.spend_level,
             instance_hours_this_month: state.spend.instance_ms_at(duty::unix_ms()) as f64 / 3_600_000.0,
+            drill: state.drill.clone(),
+            dry_run_decision: state.dry_run_decision,
         },
         peers,
         observation,

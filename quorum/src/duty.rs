@@ -278,9 +278,17 @@ impl DutyRunner {
         self.tracker.spawn(
             async move {
                 let begun = Instant::now();
-                let result = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = target.run(action) => r,
+                let result = if action.dry_run {
+                    // A drill that is not live: say what would happen, touch nothing.
+                    Ok(format!(
+                        "drill, dry run: would set capacity {} -> {} (site {})",
+                        action.previous_capacity, action.desired_capacity, action.verdict
+                    ))
+                } else {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = target.run(action) => r,
+                    }
                 };
                 let _ = tx.send(Finished { target: name, token, result, took: begun.elapsed() }).await;
             }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use sitewatch_proto::observation::Observation;
-use sitewatch_proto::state::{ActionResult, Command, DecisionRecord};
+use sitewatch_proto::state::{ActionResult, Command, DecisionRecord, DrillState};
 use sitewatch_proto::verdict::{Assessment, HostEvidence};
 use sitewatch_proto::{FencingToken, Verdict};
 use tokio::net::{UnixListener, UnixStream};
@@ -45,6 +45,9 @@ pub enum Request {
     /// Maintenance mode on or off, proposed through the quorum; answered with a
     /// [`ControlReply`] once proposed (the caller watches the status for the commit).
     Hold { on: bool, by: String },
+    /// Start or end the failover drill, proposed through the quorum; answered with a
+    /// [`ControlReply`].
+    Drill { on: bool, live: bool, by: String },
 }
 
 /// The committed decisions a node keeps, oldest first.
@@ -150,6 +153,12 @@ pub struct SiteInfo {
     /// Burst instance-hours this calendar month (UTC), from committed decisions.
     #[serde(default)]
     pub instance_hours_this_month: f64,
+    /// A failover drill in progress.
+    #[serde(default)]
+    pub drill: Option<DrillState>,
+    /// The decision in force belongs to a dry drill: its actions were dry runs.
+    #[serde(default)]
+    pub dry_run_decision: bool,
 }
 
 /// This node's own judgement right now (every voter judges; the leader proposes), and
@@ -262,23 +271,29 @@ async fn answer(stream: UnixStream, sources: Sources) -> Result<(), String> {
             Request::Status => serde_json::to_value(&*sources.reports.borrow()),
             Request::History => serde_json::to_value(&**sources.history.borrow()),
             Request::Hold { on, by } => {
-                let (tx, rx) = oneshot::channel();
-                let at_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let control = Control { command: Command::Hold { on, by, at_ms }, reply: tx };
-                let reply = match sources.control.send(control).await {
-                    Ok(()) => rx
-                        .await
-                        .unwrap_or(ControlReply { accepted: false, message: "daemon stopping".into() }),
-                    Err(_) => ControlReply { accepted: false, message: "daemon stopping".into() },
-                };
-                serde_json::to_value(reply)
+                serde_json::to_value(control(&sources, Command::Hold { on, by, at_ms: unix_ms() }).await)
             }
+            Request::Drill { on, live, by } => serde_json::to_value(
+                control(&sources, Command::Drill { on, live, by, at_ms: unix_ms() }).await,
+            ),
         };
         replies.send(reply.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Hand a change to the raft loop and wait for its word on the proposal.
+async fn control(sources: &Sources, command: Command) -> ControlReply {
+    let stopping = || ControlReply { accepted: false, message: "daemon stopping".into() };
+    let (tx, rx) = oneshot::channel();
+    match sources.control.send(Control { command, reply: tx }).await {
+        Ok(()) => rx.await.unwrap_or_else(|_| stopping()),
+        Err(_) => stopping(),
+    }
 }
 
 /// Send one request to the daemon behind `path` and decode its answer.

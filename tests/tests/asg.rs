@@ -82,6 +82,7 @@ fn action(desired: u32, previous: u32, unilateral: bool) -> Action {
         decided_at_ms: 1_700_000_000_000,
         spend_level: 0,
         unilateral,
+        dry_run: false,
     }
 }
 

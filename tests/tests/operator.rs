@@ -158,3 +158,52 @@ fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
     assert!(text(&check).starts_with("SITEWATCH UNKNOWN"), "{}", text(&check));
     assert_eq!(code(&run(&mut c, "agent-1", &["status"])), 1);
 }
+
+#[test]
+fn a_dry_run_drill_is_decided_through_the_quorum_and_touches_nothing() {
+    let mut c = Cluster::three();
+    let touched = c.dir.path().join("real-action-ran");
+    let hook = c.dir.path().join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", touched.display())).expect("hook");
+    std::process::Command::new("chmod").arg("755").arg(&hook).status().expect("chmod");
+    for n in ["agent-1", "agent-2", "witness"] {
+        c.node(n).append_config(&format!(
+            "\n[policy]\nburst-after = \"3s\"\n\n[[actuator]]\nkind = \"exec\"\nname = \"script\"\ncommand = [\"{}\"]\n",
+            hook.display()
+        ));
+    }
+    c.start_all();
+    c.wait_leader(Duration::from_secs(15));
+    wait_for(Duration::from_secs(15), "the site judged healthy and settled", || {
+        let s = c.node("agent-2").status()?;
+        (s["burst"]["assessment"]["settled"].as_bool()? && s["burst"]["assessment"]["verdict"] == "healthy")
+            .then_some(())
+    });
+
+    let drill = run(&mut c, "agent-2", &["drill", "--timeout", "60s", "--by", "carol"]);
+    let out = text(&drill);
+    assert_eq!(code(&drill), 0, "{out}");
+    for step in [
+        "dry run: actions are only reported",
+        "drill committed",
+        "degraded committed (drill",
+        "down committed: desired capacity 2",
+        "action script: done: drill, dry run: would set capacity 0 -> 2",
+        "drill ended: put back healthy, desired capacity 0",
+        "drill PASSED",
+    ] {
+        assert!(out.contains(step), "missing `{step}` in\n{out}");
+    }
+    assert!(!touched.exists(), "a dry-run drill ran the real hook");
+    let s = c.node("witness").status().expect("status");
+    assert_eq!(
+        (s["site"]["verdict"].as_str(), s["site"]["desired_capacity"].as_u64()),
+        (Some("healthy"), Some(0))
+    );
+    assert!(s["site"]["drill"].is_null(), "{s}");
+    let history = text(&run(&mut c, "agent-1", &["history"]));
+    assert!(history.contains("drill started (dry run)") && history.contains("by carol"), "{history}");
+    assert!(history.contains("drill ended"), "{history}");
+    // Spend only counts what really ran.
+    assert_eq!(s["site"]["instance_hours_this_month"].as_f64(), Some(0.0), "{s}");
+}

@@ -166,6 +166,7 @@ pub(crate) mod tests {
             decided_at_ms: 1_700_000_000_000,
             spend_level: 0,
             unilateral: false,
+            dry_run: false,
         }
     }
 
