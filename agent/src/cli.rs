@@ -79,6 +79,10 @@ enum Command {
         /// Give up waiting for the burst after this long.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// End a drill left running (an interrupted `sitewatch drill`); it also ends on
+        /// its own after 15 minutes, or at once when the site is really down.
+        #[arg(long)]
+        end: bool,
         #[arg(long)]
         by: Option<String>,
     },
@@ -162,7 +166,8 @@ pub fn main() -> ExitCode {
         Command::History { socket, json } => history(&socket, json),
         Command::Burst { command: BurstCommand::Hold { socket, by } } => hold(&socket, true, by),
         Command::Burst { command: BurstCommand::Release { socket, by } } => hold(&socket, false, by),
-        Command::Drill { socket, live, timeout, by } => {
+        Command::Drill { socket, end: true, by, .. } => crate::drill::end(&socket, operator(by)),
+        Command::Drill { socket, live, timeout, by, end: false } => {
             crate::drill::run(&socket, live, timeout, operator(by))
         }
         Command::Demo => crate::demo::main(),

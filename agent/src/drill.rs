@@ -62,9 +62,7 @@ pub fn run(socket: &Path, live: bool, timeout: Duration, by: String) -> ExitCode
         return ExitCode::from(2);
     }
     if before.site.drill.is_some() {
-        eprintln!(
-            "error: a drill is already in progress (end it with another `sitewatch drill` once it is over)"
-        );
+        eprintln!("error: a drill is already in progress (`sitewatch drill --end` ends it)");
         return ExitCode::from(2);
     }
     let mode = if live {
@@ -136,7 +134,7 @@ pub fn run(socket: &Path, live: bool, timeout: Duration, by: String) -> ExitCode
     }
 
     if let Err(why) = propose(socket, false, live, &by) {
-        eprintln!("error: ending the drill was not proposed: {why}; run `sitewatch drill` again to end it");
+        eprintln!("error: ending the drill was not proposed: {why}; `sitewatch drill --end` ends it");
         return ExitCode::from(2);
     }
     let ended = wait(socket, COMMIT_WAIT, |r| r.site.drill.is_none().then(|| r.site.clone()));
@@ -163,4 +161,33 @@ pub fn run(socket: &Path, live: bool, timeout: Duration, by: String) -> ExitCode
     println!("{report}");
     println!("drill {}", if ok { "PASSED" } else { "FAILED" });
     if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// End a drill left running.
+pub fn end(socket: &Path, by: String) -> ExitCode {
+    match status(socket) {
+        None => {
+            eprintln!("error: cannot reach the daemon at {}", socket.display());
+            return ExitCode::from(1);
+        }
+        Some(r) if r.site.drill.is_none() => {
+            println!("no drill in progress");
+            return ExitCode::SUCCESS;
+        }
+        Some(_) => {}
+    }
+    if let Err(why) = propose(socket, false, false, &by) {
+        eprintln!("error: ending the drill was not proposed: {why}");
+        return ExitCode::from(2);
+    }
+    match wait(socket, COMMIT_WAIT, |r| r.site.drill.is_none().then(|| r.site.clone())) {
+        Some(site) => {
+            println!("drill ended: site {}, desired capacity {}", site.verdict, site.desired_capacity);
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("error: ending the drill was not committed within {} s", COMMIT_WAIT.as_secs());
+            ExitCode::from(2)
+        }
+    }
 }

@@ -26,6 +26,8 @@ use crate::verdict::{Assessment, Evidence, PolicyMemory, assess};
 pub const PROPOSE_RETRY: Duration = Duration::from_secs(3);
 /// A failed action is tried again after this (the actuator's own retries came first).
 pub const ACTION_RETRY: Duration = Duration::from_secs(30);
+/// A drill nobody ended (the operator's session dropped) ends on its own after this.
+pub const DRILL_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// One committed desired state to bring about: the webhook body, the exec hook's stdin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,10 +103,12 @@ pub struct Duties {
     running: BTreeMap<String, (FencingToken, bool)>,
     /// target -> (decision, when it failed).
     failed: BTreeMap<String, (FencingToken, Duration)>,
-    /// target -> the decision it brought about, while that result waits to commit.
-    done: BTreeMap<String, FencingToken>,
+    /// target -> the decision it brought about and when, while that result waits to
+    /// commit; after PROPOSE_RETRY without it the action runs again (same key).
+    done: BTreeMap<String, (FencingToken, Duration)>,
     unilateral: Option<Unilateral>,
     unilateral_proposed_at: Option<Duration>,
+    drill_end_proposed_at: Option<Duration>,
     last: Option<Assessment>,
 }
 
@@ -170,6 +174,7 @@ impl Duties {
 
         let caught_up = me.leader && state.applied.term == me.term;
         if caught_up {
+            self.end_drill_if_due(ctx, evidence, state, &mut effects);
             self.propose_if_changed(ctx, &a, state, &mut effects);
             self.act_on_decision(ctx, state, &mut effects);
         } else {
@@ -191,6 +196,41 @@ impl Duties {
         }
         self.last = Some(a);
         effects
+    }
+
+    /// A drill ends on its own when it overstays DRILL_LIMIT, or at once when the site is
+    /// really down: a dry drill must never stand between a real outage and its burst.
+    fn end_drill_if_due(
+        &mut self,
+        ctx: &Context<'_>,
+        evidence: &Evidence<'_>,
+        state: &SiteState,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(drill) = &state.drill else {
+            self.drill_end_proposed_at = None;
+            return;
+        };
+        if self.drill_end_proposed_at.is_some_and(|at| ctx.now.saturating_sub(at) < PROPOSE_RETRY) {
+            return;
+        }
+        let overdue = ctx.now_unix_ms.saturating_sub(drill.started_at_ms) >= DRILL_LIMIT.as_millis() as u64;
+        let without_drill = SiteState { drill: None, ..state.clone() };
+        let real = assess(ctx.policy, evidence, &without_drill, self.memory, ctx.now, ctx.now_unix_ms);
+        let why = if real.verdict == Verdict::Down {
+            "sitewatch: a real outage ended the drill"
+        } else if overdue {
+            "sitewatch: the drill reached its time limit"
+        } else {
+            return;
+        };
+        self.drill_end_proposed_at = Some(ctx.now);
+        out.push(Effect::Propose(Command::Drill {
+            on: false,
+            live: drill.live,
+            by: why.to_owned(),
+            at_ms: ctx.now_unix_ms,
+        }));
     }
 
     fn propose_if_changed(
@@ -233,7 +273,11 @@ impl Duties {
             if state.actions.get(target).is_some_and(|r| r.token == token && r.ok) {
                 continue;
             }
-            if self.running.get(target) == Some(&(token, false)) || self.done.get(target) == Some(&token) {
+            let done_lately = self
+                .done
+                .get(target)
+                .is_some_and(|(t, at)| *t == token && ctx.now.saturating_sub(*at) < PROPOSE_RETRY);
+            if self.running.get(target) == Some(&(token, false)) || done_lately {
                 continue;
             }
             if let Some((t, at)) = self.failed.get(target)
@@ -268,7 +312,10 @@ impl Duties {
             return;
         }
         self.unilateral = Some(Unilateral { capacity, at_ms: ctx.now_unix_ms });
-        let token = state.applied;
+        // Never a committed entry's token: the index space of a log never reaches u64::MAX,
+        // so a receiver never sees two capacities under one token, and a late result of
+        // this action can never be taken for a committed decision's.
+        let token = FencingToken { term: state.applied.term, index: u64::MAX };
         let action = Action {
             cluster_id: ctx.cluster_id.to_owned(),
             token,
@@ -313,7 +360,7 @@ impl Duties {
         }
         if ok {
             self.failed.remove(target);
-            self.done.insert(target.to_owned(), token);
+            self.done.insert(target.to_owned(), (token, now));
         } else {
             self.failed.insert(target.to_owned(), (token, now));
         }

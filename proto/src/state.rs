@@ -268,6 +268,11 @@ impl SiteState {
             }
             Command::Unilateral { desired_capacity, at_ms, .. } => {
                 // Take in capacity the witness added; never lower what is in force.
+                if let Some(drill) = &mut self.drill {
+                    // Real capacity went up during a drill: ending it must not put back less.
+                    drill.before_capacity = drill.before_capacity.max(*desired_capacity);
+                    drill.before_verdict = Verdict::Down;
+                }
                 if *desired_capacity > self.desired_capacity {
                     self.spend.change(*desired_capacity, *at_ms);
                     self.previous_verdict = self.verdict;

@@ -225,6 +225,11 @@ pub fn assess(
     // Maintenance hold: the verdict is still judged and committed, capacity is frozen.
     if committed.hold {
         capacity = in_force;
+        // Health with capacity kept is recovery, not health: saying healthy would restart
+        // the timer and flap the verdict every scale-down-after.
+        if verdict == Verdict::Healthy && capacity > 0 {
+            verdict = Verdict::Recovering;
+        }
     }
 
     let spend_level = spend_level(policy, committed, now_unix_ms);
@@ -356,13 +361,16 @@ fn judge_links(
             witness_down += usize::from(down);
         }
     }
+    let (mut probes_judged, mut probes_down) = (0, 0);
     for probe in &obs.probes {
         let s = &probe.summary;
         if s.sent < t.min_samples {
             continue;
         }
+        probes_judged += 1;
         let loss = s.loss.unwrap_or(0.0);
         if loss >= t.down_loss {
+            probes_down += 1;
             reasons.push(format!("probe-down:{}->{}", obs.node, probe.name));
         } else if loss >= t.degraded_loss {
             reasons.push(format!("link-loss:{}->{}", obs.node, probe.name));
@@ -370,7 +378,15 @@ fn judge_links(
             reasons.push(format!("link-rtt:{}->{}", obs.node, probe.name));
         }
     }
-    LinkFinding { cut_off: witness_links > 0 && witness_down == witness_links, reasons }
+    let witness_lost = witness_links > 0 && witness_down == witness_links;
+    // Losing the witness alone is no proof the site is cut off: the witness's VPS may be
+    // the one that is down. Cut off takes the agent's own targets failing too; without
+    // that, it is a degraded link.
+    let cut_off = witness_lost && probes_judged > 0 && probes_down == probes_judged;
+    if witness_lost && !cut_off {
+        reasons.push(format!("witness-unreachable:{}", obs.node));
+    }
+    LinkFinding { cut_off, reasons }
 }
 
 enum LinkState {

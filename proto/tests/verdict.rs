@@ -8,7 +8,7 @@ use std::time::Duration;
 use sitewatch_proto::burst::{ACTION_RETRY, Context, Duties, Effect, PROPOSE_RETRY, Standing};
 use sitewatch_proto::host::GoingDown;
 use sitewatch_proto::policy::{CapacityPolicy, PolicyConfig, SpendAction, SpendCap};
-use sitewatch_proto::state::Command;
+use sitewatch_proto::state::{Command, FencingToken};
 use sitewatch_proto::verdict::{Assessment, HostCondition, PolicyMemory, assess};
 use sitewatch_proto::{SiteState, Verdict};
 use support::*;
@@ -239,18 +239,32 @@ fn links_table() {
             &["link-rtt:a->w"],
         ),
         row(
-            "half the agents cut off from the witness is down",
-            [agent("a").witness_link(0.6, 20.0), agent("b")],
+            "losing only the witness is degraded: the witness may be what is down",
+            [agent("a").witness_link(0.6, 20.0), agent("b").witness_link(0.6, 20.0)],
             HEALTHY,
-            (Verdict::Down, 1),
-            &["wan-cut:a"],
+            (Verdict::Degraded, 0),
+            &["witness-unreachable:a", "witness-unreachable:b"],
         ),
         row(
-            "a connection silent for host-lost-after is down",
-            [agent("a").witness_disconnected_for(30_000), agent("b")],
+            "half the agents cut off from the witness and their own targets is down",
+            [agent("a").witness_link(0.6, 20.0).probe("gw", 1.0, 0.0), agent("b")],
             HEALTHY,
             (Verdict::Down, 1),
-            &["wan-cut:a"],
+            &["probe-down:a->gw", "wan-cut:a"],
+        ),
+        row(
+            "the witness lost but the targets answer is degraded",
+            [agent("a").witness_link(0.6, 20.0).probe("gw", 0.0, 20.0), agent("b")],
+            HEALTHY,
+            (Verdict::Degraded, 0),
+            &["witness-unreachable:a"],
+        ),
+        row(
+            "a connection silent for host-lost-after counts as lost",
+            [agent("a").witness_disconnected_for(30_000).probe("gw", 1.0, 0.0), agent("b")],
+            HEALTHY,
+            (Verdict::Down, 1),
+            &["probe-down:a->gw", "wan-cut:a"],
         ),
         row(
             "a connection silent for less is no news",
@@ -277,11 +291,11 @@ fn links_table() {
     // The witness's end of the link counts too.
     rows.push(Row {
         what: "the witness sees the link down",
-        site: site([agent("a"), agent("b")]).witness_sees("a", 0.9),
+        site: site([agent("a").probe("gw", 1.0, 0.0), agent("b")]).witness_sees("a", 0.9),
         committed: HEALTHY,
         verdict: Verdict::Down,
         capacity: 1,
-        reasons: &["wan-cut:a"],
+        reasons: &["probe-down:a->gw", "wan-cut:a"],
     });
     // Too few samples is no evidence, however bad.
     let mut few = agent("a");
@@ -702,12 +716,20 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
     for (_, a) in &started {
         assert!(a.unilateral);
         assert_eq!((a.verdict, a.desired_capacity, a.previous_capacity), (Verdict::Down, 3, 1));
-        assert_eq!(a.token, log.state.applied);
+        // Outside the committed index space: never a committed decision's token.
+        assert_eq!(a.token, FencingToken { term: log.state.applied.term, index: u64::MAX });
     }
     assert_eq!(duties.unilateral_capacity(), Some(3));
     assert_eq!(step(&mut duties, &log.state, 3, witness(301, false)), vec![], "once");
     assert_eq!(
-        duties.finished("asg", log.state.applied, true, "set 3".into(), secs(4), 0),
+        duties.finished(
+            "asg",
+            FencingToken { term: log.state.applied.term, index: u64::MAX },
+            true,
+            "set 3".into(),
+            secs(4),
+            0
+        ),
         None,
         "not committable"
     );
@@ -735,4 +757,53 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
     // A lower unilateral capacity never lowers the committed one.
     log.commit(&Command::Unilateral { desired_capacity: 1, by: "w".into(), at_ms: NOV_23_MS });
     assert_eq!(log.state.desired_capacity, 3);
+}
+
+#[test]
+fn a_drill_is_judged_as_a_power_cut_and_ends_itself_on_a_real_outage_or_its_time_limit() {
+    let policy = PolicyConfig::default(); // burst-after 60 s
+    let t = targets();
+    let start = |log: &mut Log| {
+        log.commit(&Command::Drill { on: true, live: false, by: "op".into(), at_ms: NOV_23_MS });
+    };
+    // On line everywhere, but the drill says battery since it began: 61 s in, down.
+    let mut log = Log::new();
+    start(&mut log);
+    let fine = site([agent("a"), agent("b")]);
+    let mut duties = Duties::default();
+    let effects = duties.step(&ctx(&policy, &t, 61), &fine.evidence(), &log.state, leader(&log));
+    let decided = proposals(&effects);
+    assert!(
+        matches!(decided.as_slice(), [Command::Decision(d)] if d.verdict == Verdict::Down && d.reasons.contains(&"drill".to_string())),
+        "{effects:?}"
+    );
+    // Its decisions are dry runs.
+    log.decide(Verdict::Down, 2, NOV_23_MS + 61_000);
+    let effects = duties.step(&ctx(&policy, &t, 62), &fine.evidence(), &log.state, leader(&log));
+    assert!(starts(&effects).iter().all(|(_, a)| a.dry_run), "{effects:?}");
+
+    // A real outage during the drill ends it at once.
+    let real = site([agent("a").on_battery_for(70), agent("b").on_battery_for(70)]);
+    let effects = duties.step(&ctx(&policy, &t, 63), &real.evidence(), &log.state, leader(&log));
+    assert!(
+        proposals(&effects)
+            .iter()
+            .any(|c| matches!(c, Command::Drill { on: false, by, .. } if by.contains("real outage"))),
+        "{effects:?}"
+    );
+
+    // A drill left running ends after its time limit.
+    let mut log = Log::new();
+    start(&mut log);
+    let mut duties = Duties::default();
+    let limit = sitewatch_proto::burst::DRILL_LIMIT.as_secs();
+    let effects = duties.step(&ctx(&policy, &t, limit - 1), &fine.evidence(), &log.state, leader(&log));
+    assert!(!proposals(&effects).iter().any(|c| matches!(c, Command::Drill { .. })), "{effects:?}");
+    let effects = duties.step(&ctx(&policy, &t, limit), &fine.evidence(), &log.state, leader(&log));
+    assert!(
+        proposals(&effects)
+            .iter()
+            .any(|c| matches!(c, Command::Drill { on: false, by, .. } if by.contains("time limit"))),
+        "{effects:?}"
+    );
 }

@@ -415,7 +415,9 @@ impl Sim {
             if c.silent {
                 continue;
             }
-            let mut obs = agent(&self.names[i]).obs.expect("heard");
+            // A cut is the site's uplink gone: the witness and the agent's own target both.
+            let target_loss = if c.link == Link::Cut { 0.9 } else { 0.0 };
+            let mut obs = agent(&self.names[i]).probe("gw", target_loss, 20.0).obs.expect("heard");
             if c.battery {
                 obs.power = Power::Battery;
                 obs.power_for_ms = t * 1000 - since;

@@ -128,15 +128,10 @@ pub struct ObservationBook {
 }
 
 impl ObservationBook {
-    /// Keep `observation` unless an older one arrived late (same boot, lower sequence).
+    /// Keep the latest arrival. A peer's observations come in order over its one TLS
+    /// stream; a sequence check would wrongly drop a restarted agent's (its sequence
+    /// starts again at 1) until it caught up with its old uptime.
     pub fn record(&mut self, observation: Observation, now: Instant) {
-        if let Some((old, _)) = self.latest.get(&observation.node)
-            && old.host.boot_id == observation.host.boot_id
-            && old.seq >= observation.seq
-            && observation.seq > 1
-        {
-            return;
-        }
         self.latest.insert(observation.node.clone(), (observation, now));
     }
 

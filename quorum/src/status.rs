@@ -271,15 +271,24 @@ async fn answer(stream: UnixStream, sources: Sources) -> Result<(), String> {
             Request::Status => serde_json::to_value(&*sources.reports.borrow()),
             Request::History => serde_json::to_value(&**sources.history.borrow()),
             Request::Hold { on, by } => {
+                let by = operator_name(&by);
                 serde_json::to_value(control(&sources, Command::Hold { on, by, at_ms: unix_ms() }).await)
             }
-            Request::Drill { on, live, by } => serde_json::to_value(
-                control(&sources, Command::Drill { on, live, by, at_ms: unix_ms() }).await,
-            ),
+            Request::Drill { on, live, by } => {
+                let by = operator_name(&by);
+                serde_json::to_value(
+                    control(&sources, Command::Drill { on, live, by, at_ms: unix_ms() }).await,
+                )
+            }
         };
         replies.send(reply.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The name that goes into the log: printable, at most 64 characters.
+fn operator_name(by: &str) -> String {
+    by.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 fn unix_ms() -> u64 {
