@@ -447,6 +447,45 @@ fn render_burst(out: &mut String, r: &StatusReport) {
     }
 }
 
+/// What an operator should look at, worst first.
+pub fn warnings(r: &StatusReport) -> Vec<String> {
+    let mut w = Vec::new();
+    if !r.quorum.quorate {
+        w.push("no quorum: nothing can be decided; this is this node's own view".to_string());
+    }
+    for p in r.peers.iter().filter(|p| !p.connected) {
+        w.push(format!("{} {} unreachable", if p.voter { "voter" } else { "learner" }, p.name));
+    }
+    if let Some(d) = &r.site.drill {
+        w.push(format!(
+            "a failover drill is in progress ({}, by {})",
+            if d.live { "live" } else { "dry run" },
+            d.by
+        ));
+    }
+    if r.site.hold {
+        w.push("burst capacity held (maintenance): `sitewatch burst release` lets it move".to_string());
+    }
+    for (target, a) in r.site.actions.iter().filter(|(_, a)| !a.ok && Some(a.token) == r.site.decision) {
+        w.push(format!("action {target} failed: {}", a.detail));
+    }
+    if r.site.spend_level >= 80 {
+        w.push(format!("burst spend at {} % of the monthly limit", r.site.spend_level));
+    }
+    if let Some(o) = &r.observation {
+        for u in o.ups.iter().filter(|u| !matches!(u.state, UpsState::Data(_))) {
+            w.push(format!("UPS {}: {}", u.name, u.state));
+        }
+        for p in o.probes.iter().filter(|p| p.summary.reach == 0 && p.summary.sent > 0) {
+            w.push(format!("probe {} ({}) gets no answers", p.name, p.target));
+        }
+    }
+    if let Some(c) = r.burst.unilateral_capacity {
+        w.push(format!("dark site: this witness raised capacity to {c} on its own"));
+    }
+    w
+}
+
 /// On a witness: its clients (the agents) and when each last sent its observation,
 /// like corosync-qnetd-tool -l.
 fn render_clients(out: &mut String, r: &StatusReport) {
@@ -502,6 +541,13 @@ pub fn render(r: &StatusReport) -> String {
         );
     }
     render_burst(&mut out, r);
+    let warnings = warnings(r);
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "WARNINGS");
+        for w in &warnings {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
     let q = &r.quorum;
     let leader = r.raft.leader_name.clone().unwrap_or_else(|| "none".into());
     let _ = writeln!(
@@ -554,22 +600,24 @@ pub fn render(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<16} {:<8} {:<7} {:<12} {:>9} {:>6} {:>5} {:>13}",
-        "PEER", "ROLE", "VOTER", "STATE", "RTT", "LOSS", "REACH", "LAST CONTACT"
+        "\n{:<16} {:<8} {:<7} {:<12} {:>9} {:>9} {:>9} {:>6} {:>5} {:>13}",
+        "PEER", "ROLE", "VOTER", "STATE", "RTT MED", "RTT P95", "JITTER", "LOSS", "REACH", "LAST CONTACT"
     );
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     for p in &r.peers {
-        let rtt = p.rtt_ms.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         let loss = p.link.loss.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
         let contact =
             p.last_contact_ms.map_or("never".to_string(), |v| format!("{:.1} s ago", v as f64 / 1000.0));
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<7} {:<12} {:>9} {:>6} {:>5o} {:>13}",
+            "{:<16} {:<8} {:<7} {:<12} {:>9} {:>9} {:>9} {:>6} {:>5o} {:>13}",
             p.name,
             p.role.to_string(),
             if p.voter { "yes" } else { "no" },
             if p.connected { "connected" } else { "unreachable" },
-            rtt,
+            ms(p.link.rtt_median_ms),
+            ms(p.link.rtt_p95_ms),
+            ms(p.link.jitter_ms),
             loss,
             // Octal, as ntpq shows it: 377 = the last eight pings answered.
             p.link.reach,

@@ -65,6 +65,8 @@ fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
     let table = text(&status);
     assert!(table.contains("verdict  healthy, desired capacity 0"), "{table}");
     assert!(table.contains("quorum   quorate"), "{table}");
+    assert!(!table.contains("WARNINGS"), "nothing to warn about: {table}");
+    assert!(table.contains("RTT MED") && table.contains("RTT P95") && table.contains("JITTER"), "{table}");
     let json = run(&mut c, "agent-1", &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["schema_version"], 1);
@@ -128,6 +130,7 @@ fn the_cli_reads_checks_holds_and_releases_a_real_cluster() {
     );
     let status = run(&mut c, "agent-1", &["status"]);
     assert_eq!(code(&status), 2, "down: {}", text(&status));
+    assert!(text(&status).contains("WARNINGS\n  - voter agent-2 unreachable"), "{}", text(&status));
     let history = text(&run(&mut c, "agent-1", &["history"]));
     assert!(
         history.contains("healthy -> down, capacity 0 -> 1") && history.contains("host-lost:agent-2"),
