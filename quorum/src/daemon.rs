@@ -272,8 +272,10 @@ fn advance<S: LogStore>(
     }
     if !out.applied.is_empty() || out.installed_snapshot {
         history_tx.send_replace(Arc::new(history(node)));
-        // A committed decision is acted on now, not at the next tick; what the duties
-        // propose goes out with the next advance.
+        // The status shows a commit before anything acts on it (a reader that sees an
+        // action's effect finds its decision there); then the committed decision is acted
+        // on at once, not at the next tick.
+        publisher.publish(config, node, transport, duties, Instant::now());
         duties.step(config, node, Instant::now());
     }
     if out.installed_snapshot {
