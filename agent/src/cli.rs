@@ -256,26 +256,28 @@ pub fn check_state(r: &StatusReport) -> (u8, &'static str) {
     }
 }
 
-fn history(socket: &Path, json: bool) -> ExitCode {
-    let h: History = match ask(socket, Request::History) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
+/// Ask the daemon and print its answer as pretty JSON or through `render`; `None`
+/// (after saying why on stderr) when it cannot be reached or printed.
+fn show<T: serde::de::DeserializeOwned + serde::Serialize + Unpin>(
+    socket: &Path,
+    request: Request,
+    json: bool,
+    render: impl Fn(&T) -> String,
+) -> Option<T> {
+    let answer: T = ask(socket, request).map_err(|e| eprintln!("error: {e}")).ok()?;
     if json {
-        match serde_json::to_string_pretty(&h) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        }
+        println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| eprintln!("error: {e}")).ok()?);
     } else {
-        print!("{}", render_history(&h));
+        print!("{}", render(&answer));
     }
-    ExitCode::SUCCESS
+    Some(answer)
+}
+
+fn history(socket: &Path, json: bool) -> ExitCode {
+    match show(socket, Request::History, json, render_history) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
+    }
 }
 
 /// One line per committed decision: where, when, what changed, why.
@@ -377,24 +379,9 @@ fn hold(socket: &Path, on: bool, by: Option<String>) -> ExitCode {
 }
 
 fn status(socket: &Path, json: bool) -> ExitCode {
-    let report = match ask::<StatusReport>(socket, Request::Status) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(report) = show::<StatusReport>(socket, Request::Status, json, render) else {
+        return ExitCode::from(1);
     };
-    if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    } else {
-        print!("{}", render(&report));
-    }
     if report.quorum.quorate && report.site.verdict != Verdict::Down {
         ExitCode::SUCCESS
     } else {
