@@ -3,6 +3,7 @@
 //! notifiers a leader drives.
 
 pub mod actuator;
+pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod duty;

@@ -8,19 +8,18 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sitewatch_proto::Verdict;
 use sitewatch_proto::ups::{Power, StatusFlag, UpsState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::time::timeout;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::info;
 
+use crate::clients::{Limits, serve_bounded};
 use crate::status::StatusReport;
 
 const MAX_CLIENTS: usize = 8;
@@ -233,44 +232,29 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(addr = %bound, "metrics listening");
-    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let inner = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        debug!(error = %e, "metrics accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = clients.clone().try_acquire_owned() else { continue };
-            let reports = reports.clone();
-            inner.spawn(async move {
-                if timeout(CLIENT_TIMEOUT, answer(stream, reports)).await.is_err() {
-                    debug!("metrics client timed out");
-                }
-                drop(permit);
-            });
-        }
-    });
+    let answer = move |stream| answer(stream, reports.clone());
+    serve_bounded(
+        listener,
+        Limits { what: "metrics", max_clients: MAX_CLIENTS, deadline: CLIENT_TIMEOUT },
+        tracker,
+        cancel,
+        answer,
+        || {},
+    );
     Ok(bound)
 }
 
-async fn answer(mut stream: TcpStream, reports: watch::Receiver<StatusReport>) {
+async fn answer(mut stream: TcpStream, reports: watch::Receiver<StatusReport>) -> Result<(), String> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return Err("closed before a request".into()),
+            Err(e) => return Err(e.to_string()),
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         if head.len() > MAX_REQUEST_HEAD {
-            return;
+            return Err("request head too large".into());
         }
     }
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
@@ -287,6 +271,6 @@ async fn answer(mut stream: TcpStream, reports: watch::Receiver<StatusReport>) {
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.write_all(reply.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    stream.write_all(reply.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream.shutdown().await.map_err(|e| e.to_string())
 }

@@ -17,14 +17,14 @@ use sitewatch_proto::state::{ActionResult, Command, DecisionRecord, DrillState};
 use sitewatch_proto::verdict::{Assessment, HostEvidence};
 use sitewatch_proto::{FencingToken, Verdict};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::timeout;
 use tokio_serde::formats::SymmetricalJson;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
 
+use crate::clients::{Limits, serve_bounded};
 use crate::config::Role;
 use crate::transport::PeerStatus;
 
@@ -220,39 +220,17 @@ pub fn serve(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let inner_tracker = tracker.clone();
     let path = path.to_owned();
-    tracker.spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        // E.g. out of file descriptors: pause rather than spin on it.
-                        warn!(error = %e, "status socket accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = clients.clone().try_acquire_owned() else {
-                debug!("too many status clients; closing one");
-                continue;
-            };
-            let sources = sources.clone();
-            inner_tracker.spawn(async move {
-                if let Err(e) =
-                    timeout(CLIENT_TIMEOUT, answer(stream, sources)).await.unwrap_or(Err("timed out".into()))
-                {
-                    debug!(error = %e, "status client");
-                }
-                drop(permit);
-            });
-        }
-        let _ = std::fs::remove_file(&path);
-    });
+    serve_bounded(
+        listener,
+        Limits { what: "status socket", max_clients: MAX_CLIENTS, deadline: CLIENT_TIMEOUT },
+        tracker,
+        cancel,
+        move |stream| answer(stream, sources.clone()),
+        move || {
+            let _ = std::fs::remove_file(&path);
+        },
+    );
     Ok(())
 }
 
