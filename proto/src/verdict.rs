@@ -155,11 +155,18 @@ pub fn assess(
         if cut_off {
             reasons.push(format!("wan-cut:{}", agent.name));
         }
-        if let Some((obs, _)) = heard
+        if let Some((obs, age)) = heard
             && !obs.ups.is_empty()
             && obs.power == Power::Unknown
         {
-            reasons.push(format!("power-unknown:{}", agent.name));
+            // A UPS not read yet (its driver or upsd starting, as at every boot) is no
+            // news for a moment, like an agent not heard yet; unknown for host-lost-after
+            // is a site nobody can vouch for.
+            if Duration::from_millis(obs.power_for_ms) + age >= policy.host_lost_after {
+                reasons.push(format!("power-unknown:{}", agent.name));
+            } else {
+                settled = false;
+            }
         }
         hosts.push(HostEvidence { name: agent.name.to_owned(), condition, cut_off });
     }

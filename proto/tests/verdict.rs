@@ -148,6 +148,27 @@ fn power_table() {
                 (Verdict::Degraded, 0),
                 &["power-unknown:a"],
             ),
+            row(
+                "power unknown for a moment (a UPS driver starting) is no news: the verdict stands",
+                [agent("a").power_unknown_for(2), agent("b")],
+                HEALTHY,
+                HEALTHY,
+                &[],
+            ),
+            row(
+                "... whatever the verdict in force",
+                [agent("a").power_unknown_for(2), agent("b")],
+                (Verdict::Degraded, 0),
+                (Verdict::Degraded, 0),
+                &[],
+            ),
+            row(
+                "power unknown for host-lost-after is a reason",
+                [agent("a").power_unknown_for(30), agent("b")],
+                HEALTHY,
+                (Verdict::Degraded, 0),
+                &["power-unknown:a"],
+            ),
         ],
     );
 }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod invariants;
+pub mod lab;
 pub mod moto;
+pub mod netns;
 pub mod receiver;
 pub mod upsd;
 
@@ -91,12 +94,29 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// One request on a daemon's status socket (the CLI's wire format: length-prefixed JSON);
+/// `None` when it does not answer within 2 s.
+pub fn ask_socket(socket: &Path, request: &[u8]) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(&(request.len() as u32).to_be_bytes()).ok()?;
+    s.write_all(request).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
 #[derive(Clone)]
 pub struct MemberSpec {
     pub name: String,
     pub id: u64,
     pub role: &'static str,
     pub voter: bool,
+    /// The address it listens on: loopback, or its host's in a network-namespace lab.
+    pub host: String,
     pub port: u16,
 }
 
@@ -107,6 +127,8 @@ pub struct Node {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The network namespace it runs in (a lab host), if any.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -120,7 +142,16 @@ impl Node {
         assert!(self.child.is_none(), "{} is already running", self.spec.name);
         let binary = if self.spec.role == "witness" { "sitewatch-witness" } else { "sitewatch-agent" };
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(bin(binary))
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin(binary));
+                c
+            }
+            None => Command::new(bin(binary)),
+        };
+        // `ip netns exec` execs the daemon in place: the child's pid is the daemon's.
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .env("SITEWATCH_LOG", "info")
@@ -160,19 +191,9 @@ impl Node {
     }
 
     /// The status straight from the socket, without spawning the CLI: for polling
-    /// tightly in benchmarks (the wire format is the CLI's: length-prefixed JSON).
+    /// tightly in benchmarks and labs.
     pub fn status_raw(&self) -> Option<Value> {
-        use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let req = br#"{"query":"status"}"#;
-        s.write_all(&(req.len() as u32).to_be_bytes()).ok()?;
-        s.write_all(req).ok()?;
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).ok()?;
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).ok()?;
-        serde_json::from_slice(&body).ok()
+        ask_socket(&self.socket, br#"{"query":"status"}"#)
     }
 
     /// The process id while it runs.
@@ -223,6 +244,7 @@ impl Cluster {
                 id: i as u64 + 1,
                 role,
                 voter: *voter,
+                host: "127.0.0.1".into(),
                 port: free_port(),
             })
             .collect();
@@ -285,10 +307,11 @@ pub fn make_node(root: &Path, ca: &Path, me: &MemberSpec, all: &[MemberSpec], cl
     assert!(out.status.success(), "cert issue: {}", String::from_utf8_lossy(&out.stderr));
     let socket = dir.join("status.sock");
     let mut text = format!(
-        "cluster-id = \"{cluster_id}\"\nnode = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\
+        "cluster-id = \"{cluster_id}\"\nnode = \"{name}\"\nlisten = \"{host}:{port}\"\n\
          data-dir = \"{data}\"\nstatus-socket = \"{sock}\"\n\n[tls]\nca = \"{ca}\"\n\
          cert = \"{dir}/{name}.pem\"\nkey = \"{dir}/{name}.key\"\n",
         name = me.name,
+        host = me.host,
         port = me.port,
         data = dir.join("data").display(),
         sock = socket.display(),
@@ -297,12 +320,12 @@ pub fn make_node(root: &Path, ca: &Path, me: &MemberSpec, all: &[MemberSpec], cl
     );
     for m in all {
         text.push_str(&format!(
-            "\n[[member]]\nname = \"{}\"\nid = {}\naddress = \"127.0.0.1:{}\"\nrole = \"{}\"\nvoter = {}\n",
-            m.name, m.id, m.port, m.role, m.voter
+            "\n[[member]]\nname = \"{}\"\nid = {}\naddress = \"{}:{}\"\nrole = \"{}\"\nvoter = {}\n",
+            m.name, m.id, m.host, m.port, m.role, m.voter
         ));
     }
     let config = dir.join("config.toml");
     fs::write(&config, text).expect("write config");
     let log = dir.join("daemon.log");
-    Node { spec: me.clone(), dir, config, socket, log, child: None }
+    Node { spec: me.clone(), dir, config, socket, log, netns: None, child: None }
 }

@@ -44,21 +44,37 @@ pub fn moto_server() -> Result<PathBuf, String> {
 
 pub struct Moto {
     child: Child,
+    host: String,
     port: u16,
+    /// The network namespace moto runs in (a lab's cloud host), if any.
+    netns: Option<String>,
 }
 
 impl Moto {
     /// Start moto_server and wait until it answers.
     pub fn launch() -> Result<Moto, String> {
+        Moto::launch_in(None, "127.0.0.1")
+    }
+
+    /// The same, listening on `host` inside network namespace `netns`.
+    pub fn launch_in(netns: Option<String>, host: &str) -> Result<Moto, String> {
         let program = moto_server()?;
         let port = crate::free_port();
-        let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut command = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let child = command
+            .args(["-H", host, "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let mut moto = Moto { child, port };
+        let mut moto = Moto { child, host: host.to_owned(), port, netns };
         let started = std::time::Instant::now();
         loop {
             if moto.http("POST", "/moto-api/reset", &[], b"").is_ok_and(|(status, _)| status == 200) {
@@ -75,7 +91,7 @@ impl Moto {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://{}:{}/", self.host, self.port)
     }
 
     /// One HTTP/1.1 request; (status, body).
@@ -86,10 +102,18 @@ impl Moto {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let addr = std::net::SocketAddr::new(
+            self.host.parse().map_err(|e| std::io::Error::other(format!("moto host: {e}")))?,
+            self.port,
+        );
+        let mut s = match &self.netns {
+            Some(ns) => crate::netns::connect_in(ns, addr, Duration::from_secs(5))?,
+            None => TcpStream::connect(addr)?,
+        };
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.host,
             self.port,
             body.len()
         );
@@ -110,7 +134,7 @@ impl Moto {
     /// A signed query API call, as `service` in the test region; (status, body).
     pub fn query(&self, service: &str, form: &str, key_id: &str, secret: &str) -> (u16, String) {
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let host = format!("127.0.0.1:{}", self.port);
+        let host = format!("{}:{}", self.host, self.port);
         let creds = Credentials {
             access_key_id: key_id.into(),
             secret_access_key: Secret::new(secret),
@@ -168,8 +192,20 @@ impl Moto {
     /// The group's DesiredCapacity as moto holds it.
     pub fn desired_capacity(&self, group: &str) -> u32 {
         let body = self.describe(group);
-        let value = body.split("<DesiredCapacity>").nth(1).and_then(|r| r.split('<').next());
-        value.and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no DesiredCapacity in {body}"))
+        desired_in(&body).unwrap_or_else(|| panic!("no DesiredCapacity in {body}"))
+    }
+
+    /// The same, or `None` when moto does not answer (for samplers that run on).
+    pub fn try_desired_capacity(&self, group: &str) -> Option<u32> {
+        let form = format!(
+            "Action=DescribeAutoScalingGroups&Version=2011-01-01&AutoScalingGroupNames.member.1={group}"
+        );
+        let (status, body) = self.query("autoscaling", &form, ANY_KEY_ID, ANY_SECRET);
+        (status == 200).then(|| desired_in(&body)).flatten()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The instances the group has launched.
@@ -211,6 +247,10 @@ impl Moto {
         assert_eq!(status, 200, "reset-auth: {body}");
         key
     }
+}
+
+fn desired_in(describe: &str) -> Option<u32> {
+    describe.split("<DesiredCapacity>").nth(1).and_then(|r| r.split('<').next())?.trim().parse().ok()
 }
 
 impl Drop for Moto {

@@ -34,6 +34,9 @@ impl Default for UpsdOptions {
 pub struct Upsd {
     dir: tempfile::TempDir,
     port: u16,
+    /// The network namespace upsd listens in (a lab host's loopback), if any; the
+    /// drivers talk to it over Unix sockets and run anywhere.
+    netns: Option<String>,
 }
 
 /// Why this machine cannot run a real upsd, if it cannot.
@@ -79,6 +82,11 @@ impl Upsd {
     /// Write the config and start one dummy-ups driver per name (every UPS on line) and
     /// upsd. The drivers answer WAIT for about a second before they have data.
     pub fn launch(names: &[&str], options: UpsdOptions) -> Upsd {
+        Upsd::launch_in(names, options, None)
+    }
+
+    /// The same, with upsd on the loopback of network namespace `netns`.
+    pub fn launch_in(names: &[&str], options: UpsdOptions, netns: Option<String>) -> Upsd {
         if let Some(why) = unavailable(options.tls) {
             panic!("cannot start upsd: {why}");
         }
@@ -125,7 +133,7 @@ impl Upsd {
             }
         }
         run(Command::new("chown").arg("nut:nut").arg(&state));
-        let upsd = Upsd { dir, port };
+        let upsd = Upsd { dir, port, netns };
         run(upsd.command(UPSDRVCTL).args(["-u", "nut", "start"]));
         upsd.start_upsd();
         upsd
@@ -168,11 +176,26 @@ impl Upsd {
 
     pub fn start_upsd(&self) {
         // /lib/nut/upsd, not /sbin/upsd: Debian's wrapper does nothing unless MODE is set system-wide.
-        run(self.command(UPSD).args(["-u", "nut"]));
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = self.command("ip");
+                c.args(["netns", "exec", ns, UPSD]);
+                c
+            }
+            None => self.command(UPSD),
+        };
+        run(command.args(["-u", "nut"]));
     }
 
     pub fn pid(&self, file: &str) -> Option<u32> {
         std::fs::read_to_string(self.state().join(file)).ok()?.trim().parse().ok()
+    }
+
+    /// upsd's pid while it runs (its pid file can outlive it).
+    pub fn upsd_alive(&self) -> Option<u32> {
+        let pid = self.pid("upsd.pid")?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "upsd").then_some(pid)
     }
 
     pub fn upsd_pid(&self) -> u32 {

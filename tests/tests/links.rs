@@ -2,141 +2,42 @@
 //! with nft, delay with the project's nfq-delay, a cut at the bridge, and ICMP with and
 //! without `net.ipv4.ping_group_range`.
 //!
-//! Each test builds its own namespaces (prefix `swl<pid>-<test>`): a bridge namespace and
-//! two hosts, `a` (10.77.0.1, runs the probes) and `w` (10.77.0.3, the target). Nothing is
+//! Each test builds its own lab (`sitewatch_tests::netns`): a bridge namespace and two
+//! hosts, `a` (10.77.0.1, runs the probes) and `w` (10.77.0.2, the target). Nothing is
 //! created in the root namespace and no packet leaves those namespaces. Needs root and
 //! iproute2, nftables, iptables (CI installs them); otherwise each test prints
 //! `SKIPPED: <reason>` to stderr and passes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sitewatch_tests::bin;
+use sitewatch_tests::netns::{Cut, Netns};
 
 const A: &str = "10.77.0.1";
-const W: &str = "10.77.0.3";
+const W: &str = "10.77.0.2";
 const LISTEN_PORT: u16 = 7000;
 
-/// Namespaces of one test, deleted (with the processes run in them) on drop, panics
-/// included.
+/// The two hosts of one test and the probes run in them; everything is removed on drop.
 struct Lab {
-    prefix: String,
-    children: Vec<Child>,
+    net: Netns,
 }
 
 impl Lab {
     /// The lab, or `None` (having said why) where this machine cannot build one.
     fn new(test: &str) -> Option<Lab> {
-        if let Err(why) = can_build_labs() {
-            // CI sets this after installing the lab tools: there a skip would hide a failure.
-            assert!(
-                std::env::var_os("SITEWATCH_REQUIRE_NETNS").is_none(),
-                "SITEWATCH_REQUIRE_NETNS is set but {why}"
-            );
-            // Through the stderr handle, not eprintln!, which the test harness captures.
-            let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {why} ***\n");
-            return None;
-        }
-        remove_stale_labs();
-        let mut lab = Lab { prefix: format!("swl{}-{test}", std::process::id()), children: Vec::new() };
-        let br = lab.ns("br");
-        run(&["ip", "netns", "add", &br]);
-        run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-        for (host, addr) in [("a", A), ("w", W)] {
-            let ns = lab.ns(host);
-            let port = format!("v{host}");
-            run(&["ip", "netns", "add", &ns]);
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            run(&[
-                "ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns",
-                &br,
-            ]);
-            run(&["ip", "-n", &br, "link", "set", &port, "master", "br0"]);
-            run(&["ip", "-n", &br, "link", "set", &port, "up"]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-        }
+        let mut net = Netns::new(test, &["a", "w"])?;
+        assert_eq!((net.addr("a"), net.addr("w")), (A, W));
         // Wait for the link: a TCP probe from a to w's listener must work before tests
         // start measuring. (DAD does not apply to IPv4; the bridge forwards at once.)
-        lab.spawn_ready("w", "tcp-listen", &[&format!("{W}:{LISTEN_PORT}"), "120"], "listening on");
-        Some(lab)
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("{}{host}", self.prefix)
-    }
-
-    /// Run a command inside `host`'s namespace; it must succeed.
-    fn exec(&self, host: &str, args: &[&str]) {
-        let ns = self.ns(host);
-        let mut full = vec!["ip", "netns", "exec", &ns];
-        full.extend_from_slice(args);
-        run(&full);
-    }
-
-    fn nft(&self, host: &str, ruleset: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host), "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("run nft");
-        Write::write_all(child.stdin.as_mut().expect("stdin"), ruleset.as_bytes()).expect("write ruleset");
-        drop(child.stdin.take());
-        assert!(child.wait().expect("nft").success(), "nft refused:\n{ruleset}");
-    }
-
-    fn allow_ping_sockets(&self, host: &str) {
-        self.exec(host, &["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]);
-    }
-
-    /// Start one of the workspace's binaries in `host` and wait for `ready` on its stdout.
-    fn spawn_ready(&mut self, host: &str, binary: &str, args: &[&str], ready: &str) {
-        let lines = self.spawn_lines(host, binary, args);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok((_, line)) if line.contains(ready) => break,
-                Ok(_) => {}
-                Err(_) => panic!("{binary} in {host} did not print `{ready}` in time"),
-            }
-        }
-        // Keep draining so the child never blocks on a full pipe.
-        thread::spawn(move || for _ in lines {});
-    }
-
-    /// Start a binary in `host`; its stdout lines arrive on the channel with the time each
-    /// was read. The child is killed when the lab drops.
-    fn spawn_lines(&mut self, host: &str, binary: &str, args: &[&str]) -> mpsc::Receiver<(Instant, String)> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host)])
-            .arg(bin(binary))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        self.children.push(child);
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
+        net.spawn_ready("w", "tcp-listen", &[&format!("{W}:{LISTEN_PORT}"), "120"], "listening on");
+        Some(Lab { net })
     }
 
     /// Start probe-once in `a`; its status lines arrive as JSON with their read time.
     fn probe(&mut self, args: &[&str]) -> mpsc::Receiver<(Instant, Value)> {
-        let lines = self.spawn_lines("a", "probe-once", args);
+        let lines = self.net.spawn_lines("a", "probe-once", args);
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for (at, line) in lines {
@@ -165,53 +66,6 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for host in ["a", "w", "br"] {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).stderr(Stdio::null()).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn can_build_labs() -> Result<(), String> {
-    if !sitewatch_tests::is_root() {
-        return Err("not root: network namespaces need root (CI runs as root)".into());
-    }
-    for (tool, args) in
-        [("ip", &["netns", "list"][..]), ("nft", &["--version"][..]), ("iptables", &["--version"][..])]
-    {
-        let ok = Command::new(tool).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        if !ok.is_ok_and(|s| s.success()) {
-            return Err(format!(
-                "`{tool} {}` does not work here (apt-get install iproute2 nftables iptables)",
-                args.join(" ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Namespaces left by a test process that was killed before its Drop ran.
-fn remove_stale_labs() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(pid) = name.strip_prefix("swl").and_then(|r| r.split('-').next()) else { continue };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 fn f(v: &Value, key: &str) -> f64 {
     v["summary"][key].as_f64().unwrap_or_else(|| panic!("no summary.{key} in {v}"))
 }
@@ -219,9 +73,9 @@ fn f(v: &Value, key: &str) -> f64 {
 #[test]
 fn loss_injected_by_nft_is_measured_within_the_binomial_spread() {
     let Some(mut lab) = Lab::new("loss") else { return };
-    lab.allow_ping_sockets("a");
+    lab.net.allow_ping_sockets("a");
     // 5 % of the IPv4 packets entering w are dropped: echo requests and SYNs.
-    lab.nft(
+    lab.net.nft(
         "w",
         r#"table netdev lab {
   chain ingress {
@@ -268,14 +122,14 @@ fn loss_injected_by_nft_is_measured_within_the_binomial_spread() {
 #[test]
 fn delay_added_by_nfq_delay_is_measured_within_ten_percent() {
     let Some(mut lab) = Lab::new("delay") else { return };
-    lab.allow_ping_sockets("a");
+    lab.net.allow_ping_sockets("a");
     // Everything w sends to a waits 50 ms +- 5 ms: echo replies and SYN-ACKs alike.
-    lab.exec(
+    lab.net.exec(
         "w",
         &["iptables", "-A", "OUTPUT", "-d", A, "-j", "NFQUEUE", "--queue-num", "5", "--queue-bypass"],
     );
     let args = ["--queue", "5", "--delay-ms", "50", "--jitter-ms", "5", "--exit-after-s", "40"];
-    lab.spawn_ready("w", "nfq-delay", &args, "nfq-delay: queue 5");
+    lab.net.spawn_ready("w", "nfq-delay", &args, "nfq-delay: queue 5");
     let started = Instant::now();
     // ICMP and TCP at once, 150 probes each; and an ICMP probe whose 30 ms timeout the
     // delay always exceeds, so that every answer comes late.
@@ -368,8 +222,7 @@ fn a_link_cut_at_the_bridge_is_seen_unreachable_within_the_probe_timeout() {
         }
     };
     next("eight answered probes", &|v| reach(v) == 0xff);
-    let br = lab.ns("br");
-    run(&["ip", "-n", &br, "link", "set", "vw", "down"]);
+    lab.net.cut("w", Cut::SwitchPort);
     let cut = Instant::now();
     let (first_loss, v) = next("the first loss after the cut", &|v| reach(v) & 1 == 0);
     let first_loss = first_loss.duration_since(cut);
@@ -383,7 +236,7 @@ fn a_link_cut_at_the_bridge_is_seen_unreachable_within_the_probe_timeout() {
     // Eight lost probes in a row: one timeout plus eight intervals.
     assert!(drained <= Duration::from_millis(timeout_ms + 8 * interval_ms) + slack, "{drained:?}");
     // And back: the link comes up, the probe answers again.
-    run(&["ip", "-n", &br, "link", "set", "vw", "up"]);
+    lab.net.heal("w", Cut::SwitchPort);
     let restored = Instant::now();
     let (back, v) = next("an answer after the link is restored", &|v| reach(v) & 1 == 1);
     let back = back.duration_since(restored);
@@ -392,7 +245,7 @@ fn a_link_cut_at_the_bridge_is_seen_unreachable_within_the_probe_timeout() {
 
     // Another way to cut: w rejects the port with a TCP reset. A refusal is lost at once,
     // without waiting for the timeout, and the status says it was refused.
-    lab.nft(
+    lab.net.nft(
         "w",
         &format!(
             r#"table inet lab {{
@@ -450,7 +303,7 @@ fn icmp_works_when_ping_group_range_allows_it_and_falls_back_to_tcp_when_not() {
     assert!(why.contains("ping_group_range") && why.contains("port"), "{unavailable}");
     assert_eq!(f(&unavailable, "sent"), 0.0, "no probe, no made-up figures");
 
-    lab.allow_ping_sockets("a");
+    lab.net.allow_ping_sockets("a");
     let icmp = run_probe(&mut lab, quick(Some(&port)));
     assert_eq!(icmp["method"], "icmp", "{icmp}");
     assert!(f(&icmp, "replies") >= 20.0 && f(&icmp, "loss") == 0.0, "{icmp}");

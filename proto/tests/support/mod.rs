@@ -139,11 +139,17 @@ impl AgentSpec {
         self
     }
 
-    /// Reads a UPS but cannot tell the host's power.
-    pub fn power_unknown(mut self) -> Self {
+    /// Reads a UPS but cannot tell the host's power (and has not for an hour).
+    pub fn power_unknown(self) -> Self {
+        self.power_unknown_for(3600)
+    }
+
+    /// Cannot tell the host's power, for `secs` (a UPS driver still starting, say).
+    pub fn power_unknown_for(mut self, secs: u64) -> Self {
         let o = self.obs();
         o.ups = vec![UpsReading::unknown("rack", 0)];
         o.power = Power::Unknown;
+        o.power_for_ms = secs * 1000;
         self
     }
 }
