@@ -89,19 +89,11 @@ impl SiteLab {
     pub fn start(test: &str, spec: LabSpec) -> Option<SiteLab> {
         assert!((2..=5).contains(&spec.agents), "2 to 5 agents");
         if let Some(why) = crate::upsd::unavailable(false) {
-            assert!(
-                std::env::var_os("SITEWATCH_REQUIRE_NUT").is_none(),
-                "SITEWATCH_REQUIRE_NUT is set but {why}"
-            );
-            eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+            crate::skip(test, "SITEWATCH_REQUIRE_NUT", &why);
             return None;
         }
         if let Err(why) = moto::moto_server() {
-            assert!(
-                std::env::var_os("SITEWATCH_REQUIRE_MOTO").is_none(),
-                "SITEWATCH_REQUIRE_MOTO is set but {why}"
-            );
-            eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+            crate::skip(test, "SITEWATCH_REQUIRE_MOTO", &why);
             return None;
         }
         let agents: Vec<String> = (1..=spec.agents).map(|i| format!("agent-{i}")).collect();

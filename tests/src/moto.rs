@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sitewatch_quorum::actuator::secret::Secret;
@@ -60,15 +60,7 @@ impl Moto {
     pub fn launch_in(netns: Option<String>, host: &str) -> Result<Moto, String> {
         let program = moto_server()?;
         let port = crate::free_port();
-        let mut command = match &netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&program);
-                c
-            }
-            None => Command::new(&program),
-        };
-        let child = command
+        let child = crate::netns::command_in(netns.as_deref(), &program)
             .args(["-H", host, "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

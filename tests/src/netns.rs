@@ -73,12 +73,7 @@ pub fn unavailable() -> Option<String> {
 /// where CI said it must be (`SITEWATCH_REQUIRE_NETNS`).
 pub fn skip_unless_available(test: &str) -> Option<()> {
     let Some(why) = unavailable() else { return Some(()) };
-    assert!(
-        std::env::var_os("SITEWATCH_REQUIRE_NETNS").is_none(),
-        "SITEWATCH_REQUIRE_NETNS is set but {why}"
-    );
-    // Through the stderr handle, not eprintln!, which the test harness captures.
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {why} ***\n");
+    crate::skip(test, "SITEWATCH_REQUIRE_NETNS", &why);
     None
 }
 
@@ -140,9 +135,7 @@ impl Netns {
 
     /// `program` to run inside `host`'s namespace.
     pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.ns(host)]).arg(program);
-        command
+        command_in(Some(&self.ns(host)), program)
     }
 
     /// Run a command inside `host`'s namespace; it must succeed.
@@ -371,6 +364,19 @@ impl Drop for Netns {
         for ns in names {
             let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
         }
+    }
+}
+
+/// `program` to run inside namespace `ns`, or here without one. `ip netns exec` execs the
+/// program in place: the child's pid is the program's.
+pub fn command_in(ns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 

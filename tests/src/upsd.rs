@@ -166,7 +166,10 @@ impl Upsd {
 
     /// A NUT program with this upsd's config and state paths.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
+        self.configure(Command::new(program))
+    }
+
+    fn configure(&self, mut command: Command) -> Command {
         command
             .env("NUT_CONFPATH", self.etc())
             .env("NUT_STATEPATH", self.state())
@@ -176,15 +179,7 @@ impl Upsd {
 
     pub fn start_upsd(&self) {
         // /lib/nut/upsd, not /sbin/upsd: Debian's wrapper does nothing unless MODE is set system-wide.
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = self.command("ip");
-                c.args(["netns", "exec", ns, UPSD]);
-                c
-            }
-            None => self.command(UPSD),
-        };
-        run(command.args(["-u", "nut"]));
+        run(self.configure(crate::netns::command_in(self.netns.as_deref(), UPSD)).args(["-u", "nut"]));
     }
 
     pub fn pid(&self, file: &str) -> Option<u32> {

@@ -3,7 +3,6 @@
 //! Skipped loudly where moto is not installed, unless SITEWATCH_REQUIRE_MOTO is set
 //! (`.ci/run` installs moto and sets it).
 
-use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,12 +21,7 @@ fn moto(test: &str) -> Option<(MutexGuard<'static, ()>, Moto)> {
         Ok(m) => Some((guard, m)),
         Err(why) => {
             // CI installs moto first: there a skip would hide a failure.
-            assert!(
-                std::env::var_os("SITEWATCH_REQUIRE_MOTO").is_none(),
-                "SITEWATCH_REQUIRE_MOTO is set but {why}"
-            );
-            // Through the stderr handle, not eprintln!, which the test harness captures.
-            let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {why} ***\n");
+            sitewatch_tests::skip(test, "SITEWATCH_REQUIRE_MOTO", &why);
             None
         }
     }

@@ -15,30 +15,23 @@ const HOOK_SECRET: &[u8] = b"e2e-webhook-signing-key";
 const BURST_AFTER_S: u64 = 5;
 const SCALE_DOWN_AFTER_S: u64 = 20;
 
-/// Why this test cannot run here, if it cannot; CI sets the REQUIRE variables so a
-/// missing piece fails instead of skipping.
-fn missing_pieces() -> Option<String> {
+/// Whether this machine has every piece; where it does not, says so (or fails, where
+/// CI requires the piece).
+fn have_pieces(test: &str) -> bool {
     if let Some(why) = unavailable(false) {
-        assert!(
-            std::env::var_os("SITEWATCH_REQUIRE_NUT").is_none(),
-            "SITEWATCH_REQUIRE_NUT is set but {why}"
-        );
-        return Some(why);
+        sitewatch_tests::skip(test, "SITEWATCH_REQUIRE_NUT", &why);
+        return false;
     }
     if let Err(why) = moto::moto_server() {
-        assert!(
-            std::env::var_os("SITEWATCH_REQUIRE_MOTO").is_none(),
-            "SITEWATCH_REQUIRE_MOTO is set but {why}"
-        );
-        return Some(why);
+        sitewatch_tests::skip(test, "SITEWATCH_REQUIRE_MOTO", &why);
+        return false;
     }
-    None
+    true
 }
 
 #[test]
 fn a_power_cut_bursts_the_group_and_recovery_gives_it_back_after_the_grace() {
-    if let Some(why) = missing_pieces() {
-        eprintln!("\n*** SKIPPED: {why} ***\n");
+    if !have_pieces("burst") {
         return;
     }
     let upsd = Upsd::launch(&["site"], UpsdOptions::default());
