@@ -73,14 +73,15 @@ pub struct SiteLab {
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
     samplers: Vec<thread::JoinHandle<()>>,
-    pub dir: tempfile::TempDir,
+    /// Configs, certificates, logs and sockets; removed on drop.
+    _dir: tempfile::TempDir,
 }
 
 /// What the history sampler gathered: each index's record, and any index two reports disagreed on.
 #[derive(Default)]
-pub struct Seen {
-    pub records: BTreeMap<u64, Value>,
-    pub conflicts: Vec<String>,
+struct Seen {
+    records: BTreeMap<u64, Value>,
+    conflicts: Vec<String>,
 }
 
 impl SiteLab {
@@ -194,7 +195,7 @@ impl SiteLab {
             seen: Arc::default(),
             stop: Arc::default(),
             samplers: Vec::new(),
-            dir,
+            _dir: dir,
         };
         for name in lab.names() {
             lab.start_node(&name);
@@ -281,6 +282,32 @@ impl SiteLab {
             }
         }
         agreed
+    }
+
+    /// The leader a majority of the voters name in one term. A member cut off from it
+    /// (a one-sided cut) may name none; naming another in the same term would be two
+    /// leaders in a term, which fails the test at once.
+    pub fn quorum_leader(&self) -> Option<(String, u64)> {
+        let voters = self.nodes.iter().filter(|n| n.spec.voter).count();
+        let mut named: BTreeMap<(String, u64), usize> = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            let Some(s) = n.status_raw() else { continue };
+            let (Some(leader), Some(term)) = (s["raft"]["leader_name"].as_str(), s["raft"]["term"].as_u64())
+            else {
+                continue;
+            };
+            *named.entry((leader.to_owned(), term)).or_default() += usize::from(n.spec.voter);
+        }
+        for (a, term_a) in named.keys() {
+            for (b, term_b) in named.keys() {
+                assert!(!(term_a == term_b && a != b), "two leaders in term {term_a}: {a} and {b}");
+            }
+        }
+        named.into_iter().find(|(_, count)| *count > voters / 2).map(|(leader, _)| leader)
+    }
+
+    pub fn wait_quorum_leader(&self, limit: Duration) -> (String, u64) {
+        wait_for(limit, "a leader named by a majority of the voters", || self.quorum_leader())
     }
 
     pub fn wait_leader(&self, limit: Duration) -> (String, u64) {
@@ -376,6 +403,17 @@ impl SiteLab {
     /// Check every invariant; panic with all violations and the logs' tails if any.
     pub fn assert_invariants(&self) {
         self.wait_caught_up(Duration::from_secs(20));
+        // The cloud ends up with what the quorum committed: an action that failed is
+        // retried (every 30 s) until it is done.
+        if let Some((leader, _)) = self.quorum_leader() {
+            let status = self.node(&leader).status_raw().expect("the leader answers");
+            let committed = status["site"]["desired_capacity"].as_u64().expect("capacity") as u32;
+            wait_for(
+                Duration::from_secs(45),
+                &format!("moto to hold the committed capacity {committed}"),
+                || (self.desired() == committed).then_some(()),
+            );
+        }
         let evidence = self.evidence();
         let violations = evidence.violations();
         if !violations.is_empty() {

@@ -52,7 +52,7 @@ fn burst_on_power_cut(lab: &SiteLab, capacity: u32) -> (Duration, Value) {
         took >= lab.spec.burst_after.saturating_sub(Duration::from_millis(600)),
         "burst before burst-after: {took:?}"
     );
-    let (leader, _) = lab.wait_leader(secs(15));
+    let (leader, _) = lab.wait_quorum_leader(secs(15));
     let s = lab.wait_committed(&leader, secs(5), "down", capacity);
     (took, s)
 }
@@ -155,11 +155,13 @@ fn a_one_sided_cut_keeps_one_leader_and_one_burst() {
     // agent-1 and the witness cannot talk; agent-2 talks to both.
     lab.net.cut_one_sided("agent-1", "witness");
     std::thread::sleep(lab.spec.host_lost_after + secs(2));
-    let (leader, _) = lab.wait_leader(secs(20));
+    // Whichever agent leads keeps leading; the witness follows it or, cut off from
+    // agent-1, names no leader: never another one.
+    let (leader, term) = lab.wait_quorum_leader(secs(20));
     let (took, _) = burst_on_power_cut(&lab, 2);
     eprintln!("one-sided cut, leader {leader}: power cut -> desired 2 in {took:?}");
     std::thread::sleep(secs(3));
-    let (leader, _) = lab.wait_leader(secs(20));
+    assert_eq!(lab.wait_quorum_leader(secs(20)), (leader.clone(), term), "the leader stayed");
     let bursts: Vec<_> = decisions(&lab, &leader).into_iter().filter(|(_, c)| *c > 0).collect();
     assert_eq!(bursts.len(), 1, "one burst decision: {bursts:?}");
     lab.net.heal_one_sided("agent-1");
