@@ -67,6 +67,8 @@ pub struct SiteLab {
     pub moto: Arc<Moto>,
     /// The exec hooks' journal.
     pub journal: PathBuf,
+    /// Hosts killed whole (their upsd too), to bring back with their daemon.
+    dead_hosts: std::collections::BTreeSet<String>,
     /// moto's desired capacity, sampled every 100 ms from the start.
     timeline: Arc<Mutex<Vec<(Instant, u32)>>>,
     /// Every committed record any node reported, by log index, sampled every 500 ms.
@@ -191,6 +193,7 @@ impl SiteLab {
             upsd: upsds,
             moto: Arc::new(moto),
             journal,
+            dead_hosts: Default::default(),
             timeline: Arc::default(),
             seen: Arc::default(),
             stop: Arc::default(),
@@ -225,8 +228,8 @@ impl SiteLab {
 
     /// Start the member's daemon on its host (and its upsd, if the host died with it).
     pub fn start_node(&mut self, name: &str) {
-        if let Some(upsd) = self.upsd.get(name)
-            && upsd.upsd_alive().is_none()
+        if self.dead_hosts.remove(name)
+            && let Some(upsd) = self.upsd.get(name)
         {
             upsd.start_upsd();
         }
@@ -236,6 +239,7 @@ impl SiteLab {
     /// The host dies: SIGKILL to every process on it (the daemon, a hook it runs, its upsd).
     pub fn kill_host(&mut self, name: &str) {
         self.net.kill_host(name);
+        self.dead_hosts.insert(name.to_owned());
         self.node_mut(name).kill9();
     }
 

@@ -186,13 +186,6 @@ impl Upsd {
         std::fs::read_to_string(self.state().join(file)).ok()?.trim().parse().ok()
     }
 
-    /// upsd's pid while it runs (its pid file can outlive it).
-    pub fn upsd_alive(&self) -> Option<u32> {
-        let pid = self.pid("upsd.pid")?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "upsd").then_some(pid)
-    }
-
     pub fn upsd_pid(&self) -> u32 {
         self.pid("upsd.pid").expect("upsd wrote its pid file")
     }
