@@ -2,7 +2,9 @@
 //!
 //! A frame travels as a 4-byte big-endian length prefix followed by its MessagePack
 //! body; frames longer than [`MAX_FRAME_LEN`] are refused before they are read.
-//! Every connection starts with a [`Hello`] from each side.
+//! Every connection starts with a [`Hello`] from each side. [`decode_frame`] and
+//! [`encode_frame`] are the body's codec: the transport runs them on every frame, and the
+//! fuzzer runs the same decoder on hostile bodies.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,13 +51,43 @@ pub struct Hello {
     pub members_digest: u64,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame body of {len} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLong { len: usize },
+    #[error("frame body is not a frame: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("cannot encode frame: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// Decode one frame body (the bytes after the length prefix), as received from a peer.
+///
+/// The length codec already refuses longer bodies; refusing them here too keeps the
+/// bound on what one call may allocate a property of this function alone. Beyond that,
+/// allocation follows the input: rmp-serde copies strings and byte strings only as far as
+/// the body holds them, serde preallocates at most 1 MiB per sequence whatever length a
+/// header claims, and nesting stops at rmp-serde's depth limit.
+pub fn decode_frame(body: &[u8]) -> Result<Frame, FrameError> {
+    if body.len() > MAX_FRAME_LEN {
+        return Err(FrameError::TooLong { len: body.len() });
+    }
+    Ok(rmp_serde::from_slice(body)?)
+}
+
+/// Encode a frame body. Structs travel as arrays (field order, no names): both ends run
+/// the same [`PROTOCOL_VERSION`], which the hello checks.
+pub fn encode_frame(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    Ok(rmp_serde::to_vec(frame)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn roundtrip(f: &Frame) -> Frame {
-        let bytes = rmp_serde::to_vec(f).unwrap();
-        rmp_serde::from_slice(&bytes).unwrap()
+        let bytes = encode_frame(f).unwrap();
+        decode_frame(&bytes).unwrap()
     }
 
     #[test]
@@ -81,7 +113,7 @@ mod tests {
     #[test]
     fn raft_payload_is_a_compact_byte_string() {
         let payload = vec![0xAB; 1000];
-        let bytes = rmp_serde::to_vec(&Frame::Raft(payload)).unwrap();
+        let bytes = encode_frame(&Frame::Raft(payload)).unwrap();
         // bin 16 header (3 bytes) + variant tag overhead; an int array would be ~2000 bytes.
         assert!(bytes.len() < 1016, "encoded size {}", bytes.len());
     }
@@ -89,7 +121,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for junk in [&b""[..], b"\xff\xff\xff", b"GET / HTTP/1.1\r\n", &[0x92, 0xcc]] {
-            assert!(rmp_serde::from_slice::<Frame>(junk).is_err());
+            assert!(decode_frame(junk).is_err());
         }
+        assert!(matches!(decode_frame(&vec![0; MAX_FRAME_LEN + 1]), Err(FrameError::TooLong { .. })));
     }
 }
