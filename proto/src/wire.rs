@@ -16,6 +16,13 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body accepted or sent: 1 MiB.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
+/// Deepest nesting of arrays and maps accepted in a frame body. The deepest real frame
+/// (an observation's UPS status flags) is about ten levels down. rmp-serde's own limit,
+/// 1024, let one frame recurse deep enough to overflow a tokio worker's 2 MiB stack in a
+/// debug build (about 2.5 KiB a level; a quarter of that in release): each level of an
+/// internally tagged enum's contents is buffered by a recursive call.
+pub const MAX_FRAME_DEPTH: usize = 32;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame on every connection, from both sides.
@@ -66,13 +73,15 @@ pub enum FrameError {
 /// The length codec already refuses longer bodies; refusing them here too keeps the
 /// bound on what one call may allocate a property of this function alone. Beyond that,
 /// allocation follows the input: rmp-serde copies strings and byte strings only as far as
-/// the body holds them, serde preallocates at most 1 MiB per sequence whatever length a
-/// header claims, and nesting stops at rmp-serde's depth limit.
+/// the body holds them, and serde preallocates at most 1 MiB per sequence whatever length
+/// a header claims. Recursion stops at [`MAX_FRAME_DEPTH`].
 pub fn decode_frame(body: &[u8]) -> Result<Frame, FrameError> {
     if body.len() > MAX_FRAME_LEN {
         return Err(FrameError::TooLong { len: body.len() });
     }
-    Ok(rmp_serde::from_slice(body)?)
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(body);
+    decoder.set_max_depth(MAX_FRAME_DEPTH);
+    Ok(Frame::deserialize(&mut decoder)?)
 }
 
 /// Encode a frame body. Structs travel as arrays (field order, no names): both ends run
@@ -124,5 +133,48 @@ mod tests {
             assert!(decode_frame(junk).is_err());
         }
         assert!(matches!(decode_frame(&vec![0; MAX_FRAME_LEN + 1]), Err(FrameError::TooLong { .. })));
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused() {
+        use crate::host::HostFacts;
+        use crate::ups::{Power, UpsReading, UpsState};
+        let observation = Frame::Observation(Box::new(Observation {
+            node: "agent-1".into(),
+            seq: 1,
+            taken_at_unix_ms: 0,
+            clock_ms: 0,
+            host: HostFacts::default(),
+            ups: vec![UpsReading {
+                name: "u".into(),
+                state: UpsState::Stale,
+                observed_at_ms: 0,
+                last_data_ms: None,
+            }],
+            power: Power::Unknown,
+            power_for_ms: 0,
+            battery: None,
+            probes: vec![],
+            peers: vec![],
+        }));
+        let plain = encode_frame(&observation).unwrap();
+        // The UPS state with an extra element nested `depth` deep: serde buffers an
+        // internally tagged enum's contents, one recursive call per level.
+        let stale = b"\x91\xa5stale";
+        let at = plain.windows(stale.len()).position(|w| w == stale).unwrap();
+        let nested = |depth: usize| {
+            let mut body = plain[..at].to_vec();
+            body.extend_from_slice(b"\x92\xa5stale");
+            body.extend(std::iter::repeat_n(0x91, depth));
+            body.push(0xc0);
+            body.extend_from_slice(&plain[at + stale.len()..]);
+            body
+        };
+        let Err(FrameError::Decode(e)) = decode_frame(&nested(1000)) else { panic!("decoded") };
+        assert!(matches!(e, rmp_serde::decode::Error::DepthLimitExceeded), "{e}");
+        let Err(FrameError::Decode(e)) = decode_frame(&nested(MAX_FRAME_DEPTH - 8)) else {
+            panic!("decoded")
+        };
+        assert!(!matches!(e, rmp_serde::decode::Error::DepthLimitExceeded), "{e}");
     }
 }
