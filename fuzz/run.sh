@@ -37,6 +37,9 @@ export RUSTC_BOOTSTRAP=1
 # shows function names, and fuzz/target stays small. Several codegen units build much
 # faster than cargo fuzz's default of one, for a little speed per run.
 export RUSTFLAGS="${RUSTFLAGS:-} -Cdebuginfo=0"
+# The same for build scripts and proc macros, which RUSTFLAGS does not reach: their line
+# tables were half of fuzz/target.
+export CARGO_PROFILE_RELEASE_BUILD_OVERRIDE_DEBUG=false
 build=(--sanitizer none --debug-assertions --codegen-units 16)
 if [ $# -eq 0 ]; then
     cargo fuzz build "${build[@]}"
