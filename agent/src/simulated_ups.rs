@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use sitewatch_proto::ups::{ErrCode, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -66,10 +67,11 @@ impl SimulatedUps {
     }
 
     fn answer(&self, line: &str) -> String {
-        let Some(rest) = line.strip_prefix("GET VAR ") else { return "ERR UNKNOWN-COMMAND\n".into() };
-        let Some((ups, var)) = rest.split_once(' ') else { return "ERR INVALID-ARGUMENT\n".into() };
+        let err = |code: &str| Reply::Err { code: ErrCode::parse(code), extra: None }.to_line();
+        let Some(rest) = line.strip_prefix("GET VAR ") else { return err("UNKNOWN-COMMAND") };
+        let Some((ups, var)) = rest.split_once(' ') else { return err("INVALID-ARGUMENT") };
         if ups != self.name {
-            return "ERR UNKNOWN-UPS\n".into();
+            return err("UNKNOWN-UPS");
         }
         let r = self.readings.lock().expect("readings lock").clone();
         let value = match var {
@@ -79,9 +81,9 @@ impl SimulatedUps {
             "battery.runtime.low" => "300".into(),
             "input.voltage" => if r.status.starts_with("OB") { "0.0" } else { "230.0" }.into(),
             "ups.load" => "35".into(),
-            _ => return "ERR VAR-NOT-SUPPORTED\n".into(),
+            _ => return err("VAR-NOT-SUPPORTED"),
         };
-        format!("VAR {ups} {var} \"{value}\"\n")
+        Reply::Var { ups: ups.into(), var: var.into(), value }.to_line()
     }
 
     async fn serve(self, stream: TcpStream, cancel: CancellationToken) {
@@ -105,7 +107,7 @@ impl SimulatedUps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sitewatch_proto::ups::{Reply, parse_reply};
+    use sitewatch_proto::ups::parse_reply;
 
     #[tokio::test]
     async fn answers_like_upsd() {

@@ -14,4 +14,4 @@ pub mod verdict;
 pub mod wire;
 
 pub use state::{Command, Decision, DecisionRecord, FencingToken, SiteState, Verdict};
-pub use wire::{Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
+pub use wire::{Frame, FrameError, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_frame, encode_frame};

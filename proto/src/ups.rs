@@ -172,6 +172,29 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ReplyError> {
     }
 }
 
+impl Reply {
+    /// The line upsd sends for this reply, newline included: names bare, the value quoted
+    /// with `#`, `\\` and `"` escaped as upsd's `pconf_encode` does. [`parse_reply`] reads
+    /// it back as the same reply (for the single-word names upsd uses).
+    pub fn to_line(&self) -> String {
+        match self {
+            Reply::Var { ups, var, value } => {
+                let mut line = format!("VAR {ups} {var} \"");
+                for c in value.chars() {
+                    if matches!(c, '#' | '\\' | '"') {
+                        line.push('\\');
+                    }
+                    line.push(c);
+                }
+                line.push_str("\"\n");
+                line
+            }
+            Reply::Err { code, extra: Some(extra) } => format!("ERR {code} {extra}\n"),
+            Reply::Err { code, extra: None } => format!("ERR {code}\n"),
+        }
+    }
+}
+
 /// The request line for one variable. The UPS name is checked by [`check_ups_name`]
 /// at config time and variable names are ours, so no quoting is needed.
 pub fn get_var_command(ups: &str, var: &str) -> String {
@@ -696,6 +719,17 @@ mod tests {
             var("site", "ups.mfr", r#"say "hi" \ there"#)
         );
         assert_eq!(parse_reply(b"VAR site x \"\"").unwrap(), var("site", "x", ""));
+    }
+
+    #[test]
+    fn replies_encode_as_upsd_writes_them() {
+        let mfr = var("site", "ups.mfr", r#"say "hi" \ #1"#);
+        assert_eq!(mfr.to_line(), "VAR site ups.mfr \"say \\\"hi\\\" \\\\ \\#1\"\n");
+        assert_eq!(parse_reply(mfr.to_line().as_bytes()).unwrap(), mfr);
+        assert_eq!(err(ErrCode::DataStale).to_line(), "ERR DATA-STALE\n");
+        let extra = Reply::Err { code: ErrCode::Other("UNKNOWN-COMMAND".into()), extra: Some("x y".into()) };
+        assert_eq!(extra.to_line(), "ERR UNKNOWN-COMMAND x y\n");
+        assert_eq!(parse_reply(extra.to_line().as_bytes()).unwrap(), extra);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! A frame travels as a 4-byte big-endian length prefix followed by its MessagePack
 //! body; frames longer than [`MAX_FRAME_LEN`] are refused before they are read.
-//! Every connection starts with a [`Hello`] from each side.
+//! Every connection starts with a [`Hello`] from each side. [`decode_frame`] and
+//! [`encode_frame`] are the body's codec: the transport runs them on every frame, and the
+//! fuzzer runs the same decoder on hostile bodies.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,13 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body accepted or sent: 1 MiB.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// Deepest nesting of arrays and maps accepted in a frame body. The deepest real frame
+/// (an observation's UPS status flags) is about ten levels down. rmp-serde's own limit,
+/// 1024, let one frame recurse deep enough to overflow a tokio worker's 2 MiB stack in a
+/// debug build (about 2.5 KiB a level; a quarter of that in release): each level of an
+/// internally tagged enum's contents is buffered by a recursive call.
+pub const MAX_FRAME_DEPTH: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
@@ -49,13 +58,45 @@ pub struct Hello {
     pub members_digest: u64,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame body of {len} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLong { len: usize },
+    #[error("frame body is not a frame: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("cannot encode frame: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// Decode one frame body (the bytes after the length prefix), as received from a peer.
+///
+/// The length codec already refuses longer bodies; refusing them here too keeps the
+/// bound on what one call may allocate a property of this function alone. Beyond that,
+/// allocation follows the input: rmp-serde copies strings and byte strings only as far as
+/// the body holds them, and serde preallocates at most 1 MiB per sequence whatever length
+/// a header claims. Recursion stops at [`MAX_FRAME_DEPTH`].
+pub fn decode_frame(body: &[u8]) -> Result<Frame, FrameError> {
+    if body.len() > MAX_FRAME_LEN {
+        return Err(FrameError::TooLong { len: body.len() });
+    }
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(body);
+    decoder.set_max_depth(MAX_FRAME_DEPTH);
+    Ok(Frame::deserialize(&mut decoder)?)
+}
+
+/// Encode a frame body. Structs travel as arrays (field order, no names): both ends run
+/// the same [`PROTOCOL_VERSION`], which the hello checks.
+pub fn encode_frame(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    Ok(rmp_serde::to_vec(frame)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn roundtrip(f: &Frame) -> Frame {
-        let bytes = rmp_serde::to_vec(f).unwrap();
-        rmp_serde::from_slice(&bytes).unwrap()
+        let bytes = encode_frame(f).unwrap();
+        decode_frame(&bytes).unwrap()
     }
 
     #[test]
@@ -81,7 +122,7 @@ mod tests {
     #[test]
     fn raft_payload_is_a_compact_byte_string() {
         let payload = vec![0xAB; 1000];
-        let bytes = rmp_serde::to_vec(&Frame::Raft(payload)).unwrap();
+        let bytes = encode_frame(&Frame::Raft(payload)).unwrap();
         // bin 16 header (3 bytes) + variant tag overhead; an int array would be ~2000 bytes.
         assert!(bytes.len() < 1016, "encoded size {}", bytes.len());
     }
@@ -89,7 +130,51 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for junk in [&b""[..], b"\xff\xff\xff", b"GET / HTTP/1.1\r\n", &[0x92, 0xcc]] {
-            assert!(rmp_serde::from_slice::<Frame>(junk).is_err());
+            assert!(decode_frame(junk).is_err());
         }
+        assert!(matches!(decode_frame(&vec![0; MAX_FRAME_LEN + 1]), Err(FrameError::TooLong { .. })));
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused() {
+        use crate::host::HostFacts;
+        use crate::ups::{Power, UpsReading, UpsState};
+        let observation = Frame::Observation(Box::new(Observation {
+            node: "agent-1".into(),
+            seq: 1,
+            taken_at_unix_ms: 0,
+            clock_ms: 0,
+            host: HostFacts::default(),
+            ups: vec![UpsReading {
+                name: "u".into(),
+                state: UpsState::Stale,
+                observed_at_ms: 0,
+                last_data_ms: None,
+            }],
+            power: Power::Unknown,
+            power_for_ms: 0,
+            battery: None,
+            probes: vec![],
+            peers: vec![],
+        }));
+        let plain = encode_frame(&observation).unwrap();
+        // The UPS state with an extra element nested `depth` deep: serde buffers an
+        // internally tagged enum's contents, one recursive call per level.
+        let stale = b"\x91\xa5stale";
+        let at = plain.windows(stale.len()).position(|w| w == stale).unwrap();
+        let nested = |depth: usize| {
+            let mut body = plain[..at].to_vec();
+            body.extend_from_slice(b"\x92\xa5stale");
+            body.extend(std::iter::repeat_n(0x91, depth));
+            body.push(0xc0);
+            body.extend_from_slice(&plain[at + stale.len()..]);
+            body
+        };
+        let Err(FrameError::Decode(e)) = decode_frame(&nested(1000)) else { panic!("decoded") };
+        assert!(matches!(e, rmp_serde::decode::Error::DepthLimitExceeded), "{e}");
+        let Err(FrameError::Decode(e)) = decode_frame(&nested(MAX_FRAME_DEPTH - 8)) else {
+            panic!("decoded")
+        };
+        assert!(!matches!(e, rmp_serde::decode::Error::DepthLimitExceeded), "{e}");
     }
 }

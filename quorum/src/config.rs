@@ -390,7 +390,17 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// serde says "unknown field `foo`, expected ..."; pull out the key it names.
 fn unknown_key(message: &str) -> Option<String> {
     let rest = message.split("unknown field `").nth(1).or_else(|| message.split("missing field `").nth(1))?;
-    Some(rest.split('`').next()?.to_owned())
+    Some(toml_key(rest.split('`').next()?))
+}
+
+/// A key as it is written in TOML: bare when it can be, else quoted. An empty or dotted
+/// key (`"" = 4`, `"a.b" = 4`) shown bare would read as no key or as a path.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.escape_default())
+    }
 }
 
 fn render_path(path: &[KeyStep]) -> String {
@@ -490,6 +500,15 @@ role = "witness"
         assert_eq!(e.line, Some(29));
         let shown = e.to_string();
         assert!(shown.starts_with("/etc/sitewatch/agent.toml:29: key `voterr`"), "{shown}");
+    }
+
+    #[test]
+    fn an_unknown_key_that_is_not_bare_is_shown_quoted() {
+        let e = parse(&format!("\"\" = 4\n{GOOD}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("\"\""), "{e}");
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = parse(&format!("\"a.b\" = 4\n{GOOD}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("\"a.b\""), "{e}");
     }
 
     #[test]

@@ -23,13 +23,13 @@ use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use sitewatch_proto::link::{LinkSummary, LinkTracker};
 use sitewatch_proto::observation::Observation;
-use sitewatch_proto::{Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use sitewatch_proto::{Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_frame, encode_frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
-use tokio_serde::formats::SymmetricalMessagePack;
+use tokio_util::bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,8 +56,29 @@ const PING_WINDOW: usize = 60;
 type Wire = tokio_serde::SymmetricallyFramed<
     Framed<TlsStream<Counted<TcpStream>>, LengthDelimitedCodec>,
     Frame,
-    SymmetricalMessagePack<Frame>,
+    FrameFormat,
 >;
+
+/// Frame bodies through proto's own codec ([`decode_frame`], [`encode_frame`]), so the
+/// decoder the fuzzer exercises is the one every received frame goes through.
+#[derive(Default)]
+struct FrameFormat;
+
+impl tokio_serde::Deserializer<Frame> for FrameFormat {
+    type Error = io::Error;
+
+    fn deserialize(self: Pin<&mut Self>, body: &BytesMut) -> Result<Frame, io::Error> {
+        decode_frame(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+impl tokio_serde::Serializer<Frame> for FrameFormat {
+    type Error = io::Error;
+
+    fn serialize(self: Pin<&mut Self>, frame: &Frame) -> Result<Bytes, io::Error> {
+        encode_frame(frame).map(Bytes::from).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
 
 /// What arrives from peers for the raft loop.
 #[derive(Debug)]
@@ -276,7 +297,7 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 fn wire(stream: TlsStream<Counted<TcpStream>>) -> Wire {
-    tokio_serde::SymmetricallyFramed::new(Framed::new(stream, codec()), SymmetricalMessagePack::default())
+    tokio_serde::SymmetricallyFramed::new(Framed::new(stream, codec()), FrameFormat)
 }
 
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
