@@ -121,6 +121,14 @@ pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The wall clock at the monotonic instant `at` (taken earlier in this loop turn). A
+/// decision's time must be the instant its judge reasoned about: read later (after an
+/// fsync on a loaded host, say), a recovering decision's time came out a few ms late, and
+/// the scale-down that followed exactly one grace after the judge's instant looked early.
+fn unix_ms_at(at: Instant) -> u64 {
+    unix_ms().saturating_sub(Instant::now().saturating_duration_since(at).as_millis() as u64)
+}
+
 /// The latest observation from each member and when it arrived.
 #[derive(Default)]
 pub struct ObservationBook {
@@ -236,7 +244,7 @@ impl DutyRunner {
             node: &me.name,
             targets: &self.target_names,
             now: listening_for,
-            now_unix_ms: unix_ms(),
+            now_unix_ms: unix_ms_at(now),
         };
         let effects = self.duties.step(&ctx, &evidence, node.state(), standing);
         for effect in effects {

@@ -209,7 +209,8 @@ impl Evidence {
             }
             if capacity < in_force {
                 match recovering_since {
-                    Some(since) if at.saturating_sub(since) >= grace => {}
+                    // Decision times are whole milliseconds, each rounded down: one ms of slack.
+                    Some(since) if at.saturating_sub(since) + 1 >= grace => {}
                     Some(since) => v.push(format!(
                         "scaled {in_force} -> {capacity} at index {} only {} ms into recovery (grace {grace} ms)",
                         index_of(r),
