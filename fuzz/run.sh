@@ -4,7 +4,6 @@
 # crashing input, kept under fuzz/artifacts/<target>/, if any target fails.
 #
 #   fuzz/run.sh SECONDS [TARGET...]     # all targets (frame, nut, config) by default
-#   fuzz/run.sh --build                 # install cargo-fuzz and build the targets only
 #
 # Runs on the stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo fuzz use its unstable flags.
 # No sanitizer: the fuzzed code is safe Rust (the workspace forbids unsafe code), where
@@ -13,14 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-usage="usage: fuzz/run.sh SECONDS [TARGET...] | fuzz/run.sh --build"
+usage="usage: fuzz/run.sh SECONDS [TARGET...]"
 seconds=${1:?$usage}
-build_only=""
-if [ "$seconds" = "--build" ]; then
-    build_only=1
-else
-    [[ $seconds =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
-fi
+[[ $seconds =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
 shift
 targets=("$@")
 all=(frame nut config)
@@ -53,7 +47,6 @@ else
     for target in "${targets[@]}"; do cargo fuzz build "${build[@]}" "$target"; done
 fi
 bin_dir="target/$(rustc -vV | sed -n 's/^host: //p')/release"
-[ -z "$build_only" ] || exit 0
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
