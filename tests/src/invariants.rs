@@ -81,7 +81,7 @@ fn index_of(record: &Value) -> u64 {
 
 impl Evidence {
     /// Every committed record known, by index: the sampler's and the final histories'.
-    pub fn committed(&self) -> BTreeMap<u64, Value> {
+    fn committed(&self) -> BTreeMap<u64, Value> {
         let mut all = self.seen.clone();
         for (_, records) in &self.histories {
             for r in records {

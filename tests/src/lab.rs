@@ -338,12 +338,10 @@ impl SiteLab {
     }
 
     /// Wait until moto's group wants `capacity`.
-    pub fn wait_desired(&self, limit: Duration, capacity: u32) -> Duration {
-        let start = Instant::now();
+    pub fn wait_desired(&self, limit: Duration, capacity: u32) {
         wait_for(limit, &format!("the group's desired capacity to become {capacity}"), || {
             (self.desired() == capacity).then_some(())
         });
-        start.elapsed()
     }
 
     /// Wait until every running member has applied all that any of them knows committed.

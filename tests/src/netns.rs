@@ -172,11 +172,6 @@ impl Netns {
         self.exec(host, &["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]);
     }
 
-    /// Keep a process started in the lab; it is killed when the lab drops.
-    pub fn adopt(&mut self, child: Child) {
-        self.children.push(child);
-    }
-
     /// Start one of the workspace's binaries in `host`; its stdout lines arrive on the
     /// channel with the time each was read.
     pub fn spawn_lines(
@@ -219,11 +214,6 @@ impl Netns {
         }
         // Keep draining so the child never blocks on a full pipe.
         thread::spawn(move || for _ in lines {});
-    }
-
-    /// A TCP connection from inside `host`'s namespace (see [`connect_in`]).
-    pub fn connect(&self, host: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-        connect_in(&self.ns(host), addr, timeout)
     }
 
     /// Cut `host` off the one way given.
