@@ -221,7 +221,10 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let cfg = ActuatorConfig::Exec(ExecConfig {
             name: "hook".into(),
-            command: vec![script.to_str().unwrap().into(), dir.to_str().unwrap().into()],
+            // Through sh, not exec'd itself: a script written a moment ago can still be
+            // open for writing in another test's child between its fork and exec, and
+            // exec'ing it then fails with ETXTBSY (seen once in CI: an error in 0.3 ms).
+            command: vec!["/bin/sh".into(), script.to_str().unwrap().into(), dir.to_str().unwrap().into()],
             timeout,
             kill_grace: grace,
             max_attempts: attempts,
@@ -364,7 +367,7 @@ mod tests {
         let a = hook(dir.path(), body, Duration::from_millis(300), Duration::from_millis(300), 1);
         let start = tokio::time::Instant::now();
         let e = a.apply(&action(3, 0)).await.unwrap_err();
-        assert!(start.elapsed() >= Duration::from_millis(600), "{:?}", start.elapsed());
+        assert!(start.elapsed() >= Duration::from_millis(600), "{:?}: {e:?}", start.elapsed());
         assert!(
             matches!(&e, ActuatorError::Exhausted { last, .. } if last.contains("ignored SIGTERM")),
             "{e:?}"
