@@ -78,6 +78,10 @@ impl Moto {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// One HTTP/1.1 request; (status, body).
     pub fn http(
         &self,
