@@ -213,8 +213,7 @@ impl<'a> Rig<'a> {
                 // verdict first) reads the group too, without setting it.
                 f.describe = mine("DescribeAutoScalingGroups", "AutoScalingGroupNames.member.1")
                     .into_iter()
-                    .filter(|t| *t <= set)
-                    .last();
+                    .rfind(|t| *t <= set);
             }
             std::thread::sleep(POLL);
         }
