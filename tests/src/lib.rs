@@ -10,11 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod footprint;
 pub mod invariants;
 pub mod lab;
 pub mod moto;
 pub mod netns;
 pub mod receiver;
+pub mod relay;
+pub mod stats;
 pub mod upsd;
 
 /// The directory holding the workspace's binaries: `target/<profile>` for a test
@@ -78,8 +81,22 @@ pub fn is_root() -> bool {
     euid == Some("0")
 }
 
+/// A free loopback port for a daemon to listen on, below the kernel's ephemeral range and
+/// never the same twice in one process. Port 0 would give one from that range, and between
+/// choosing it and the daemon binding it any outgoing connection may take it: in a cluster
+/// of 30 nodes dialling each other as they start, one of them met "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = rand::random_range(10_000.min(ephemeral / 2)..ephemeral);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Poll `f` every 50 ms until it returns Some, or panic after `limit` saying `what`.
@@ -213,6 +230,41 @@ impl Node {
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// When (seconds since the UNIX epoch, from its log's microsecond stamp) this node
+    /// applied the committed decision at `index`.
+    pub fn decision_applied_at(&self, index: u64) -> Option<f64> {
+        let needle = format!("index={index} ");
+        self.logs()
+            .lines()
+            .filter(|l| l.contains("committed decision applied") && l.contains(&needle))
+            .find_map(|l| parse_stamp(l.split_whitespace().next()?))
+    }
+}
+
+/// Seconds since the UNIX epoch of an RFC 3339 UTC stamp as the daemons' logs write it
+/// (`2026-11-23T17:22:46.123456Z`).
+pub fn parse_stamp(s: &str) -> Option<f64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min, sec) =
+        (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
+/// Seconds since the UNIX epoch, now (wall clock: comparable with log stamps and with
+/// other processes' stamps on this machine).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Drop for Node {

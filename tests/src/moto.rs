@@ -86,6 +86,10 @@ impl Moto {
         format!("http://{}:{}/", self.host, self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// One HTTP/1.1 request; (status, body).
     pub fn http(
         &self,
@@ -194,10 +198,6 @@ impl Moto {
         );
         let (status, body) = self.query("autoscaling", &form, ANY_KEY_ID, ANY_SECRET);
         (status == 200).then(|| desired_in(&body)).flatten()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// The instances the group has launched.

@@ -194,6 +194,13 @@ impl Upsd {
         self.pid(&format!("dummy-ups-{name}.pid")).expect("the driver wrote its pid file")
     }
 
+    /// Stop and start `name`'s driver: its poll timer starts again at a new phase. upsd
+    /// answers DRIVER-NOT-CONNECTED, then WAIT for about a second, then data.
+    pub fn restart_driver(&self, name: &str) {
+        run(self.command(UPSDRVCTL).args(["-u", "nut", "stop", name]));
+        run(self.command(UPSDRVCTL).args(["-u", "nut", "start", name]));
+    }
+
     /// Replace `name`'s .dev file atomically (write, then rename over). dummy-ups misses
     /// a rewrite within the same wall-clock second as its last read: space writes by
     /// more than a second.
@@ -268,5 +275,143 @@ impl Drop for Upsd {
                 signal(pid, "KILL");
             }
         }
+    }
+}
+
+/// NUT's own monitor (Debian's nut-client) watching one UPS of an [`Upsd`] as a
+/// secondary, its NOTIFYCMD stamping every ONBATT and ONLINE with the wall clock.
+pub struct Upsmon {
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Upsmon {
+    /// Start `upsmon -D` with its files in `dir` (created if missing), polling every
+    /// `pollfreq_s` seconds on line and every `pollfreq_alert_s` on battery (NUT's
+    /// defaults are 5 and 5).
+    pub fn start(upsd: &Upsd, ups: &str, dir: &Path, pollfreq_s: u32, pollfreq_alert_s: u32) -> Upsmon {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        std::fs::create_dir_all(dir).expect("upsmon dir");
+        let log = dir.join("notify.log");
+        let script = dir.join("notify.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$(date +%s.%N) $NOTIFYTYPE\" >> {}\n", log.display()),
+        )
+        .expect("notify script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(&log, "").expect("log");
+        // upsmon's unprivileged child runs NOTIFYCMD as nut.
+        run(Command::new("chown").arg("nut:nut").arg(&log));
+        let conf = dir.join("upsmon.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "MONITOR {ups}@127.0.0.1:{} 1 {MONITOR_USER} {MONITOR_PASSWORD} secondary\nMINSUPPLIES 0\n\
+                 POLLFREQ {pollfreq_s}\nPOLLFREQALERT {pollfreq_alert_s}\n\
+                 SHUTDOWNCMD \"/bin/true\"\nNOTIFYCMD {}\nNOTIFYFLAG ONBATT EXEC\nNOTIFYFLAG ONLINE EXEC\n",
+                upsd.port(),
+                script.display()
+            ),
+        )
+        .expect("upsmon.conf");
+        run(Command::new("chown").arg("root:nut").arg(&conf));
+        run(Command::new("chmod").arg("640").arg(&conf));
+        run(Command::new("chmod").arg("755").arg(dir));
+        // upsmon keeps its pid file in the compiled-in /run/nut (NUT_ALTPIDPATH does not
+        // move it) and refuses to start while the pid there lives: each instance gets a
+        // private /run/nut in its own mount namespace, so several can run side by side
+        // and none touches the system's.
+        let run_dir = dir.join("run");
+        std::fs::create_dir_all(&run_dir).expect("upsmon run dir");
+        run(Command::new("chown").arg("root:nut").arg(&run_dir));
+        run(Command::new("chmod").arg("770").arg(&run_dir));
+        let stderr = std::fs::File::create(dir.join("upsmon.log")).expect("upsmon log");
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$0\" /run/nut && exec \"$1\" -D")
+            .arg(&run_dir)
+            .arg(UPSMON)
+            .env("NUT_CONFPATH", dir)
+            .env("NUT_STATEPATH", dir)
+            .env("NUT_ALTPIDPATH", dir)
+            // Its own process group: stop() ends upsmon's two processes and any NOTIFYCMD.
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start upsmon");
+        Upsmon { dir: dir.to_owned(), child: Some(child) }
+    }
+
+    /// Every notification so far: (seconds since the UNIX epoch, NOTIFYTYPE).
+    pub fn events(&self) -> Vec<(f64, String)> {
+        let text = std::fs::read_to_string(self.dir.join("notify.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (t, kind) = line.split_once(' ')?;
+                Some((t.parse().ok()?, kind.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// The end of upsmon's own log, to say why it reported nothing.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("upsmon.log")).unwrap_or_default();
+        let mut tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.reverse();
+        tail.join("\n")
+    }
+
+    /// Stop upsmon's process group (its privileged parent, its unprivileged child).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let group = format!("-{}", child.id());
+        let _ =
+            Command::new("kill").args(["-KILL", "--", &group]).stderr(std::process::Stdio::null()).status();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Upsmon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One connection to upsd kept open for reading a variable tightly (a GET VAR round trip
+/// is about 16 us on loopback); reconnects after an error.
+pub struct VarReader {
+    server: String,
+    conn: Option<(std::io::BufReader<std::net::TcpStream>, std::net::TcpStream)>,
+}
+
+impl VarReader {
+    pub fn new(upsd: &Upsd) -> VarReader {
+        VarReader { server: upsd.server(), conn: None }
+    }
+
+    /// `var` of `ups`, unquoted; None on an error answer or a broken connection.
+    pub fn get(&mut self, ups: &str, var: &str) -> Option<String> {
+        use std::io::{BufRead, Write};
+        if self.conn.is_none() {
+            let stream = std::net::TcpStream::connect(&self.server).ok()?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+            let _ = stream.set_nodelay(true);
+            self.conn = Some((std::io::BufReader::new(stream.try_clone().ok()?), stream));
+        }
+        let (reader, writer) = self.conn.as_mut()?;
+        let mut line = String::new();
+        let ok = writer.write_all(format!("GET VAR {ups} {var}\n").as_bytes()).is_ok()
+            && reader.read_line(&mut line).is_ok_and(|n| n > 0);
+        if !ok {
+            self.conn = None;
+            return None;
+        }
+        // VAR <ups> <var> "<value>"
+        let value = line.trim_end().strip_prefix(&format!("VAR {ups} {var} "))?;
+        Some(value.trim_matches('"').to_owned())
     }
 }

@@ -24,33 +24,6 @@ fn secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Seconds since the UNIX epoch of an RFC 3339 UTC stamp as tracing writes it
-/// (`2026-11-23T17:22:46.123456Z`).
-fn parse_stamp(s: &str) -> Option<f64> {
-    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let (h, min, sec) =
-        (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
-}
-
-/// When the leader's log says it applied the entry at `index`.
-fn applied_at(log: &str, index: u64) -> Option<f64> {
-    let needle = format!("index={index} ");
-    log.lines()
-        .filter(|l| l.contains("committed decision applied") && l.contains(&needle))
-        .find_map(|l| parse_stamp(l.split_whitespace().next()?))
-}
-
 fn summary(name: &str, mut xs: Vec<f64>) {
     xs.sort_by(|a, b| a.total_cmp(b));
     if xs.is_empty() {
@@ -116,12 +89,11 @@ fn main() {
         decisions.push(seen.1);
         std::thread::sleep(SPACING);
     }
-    let log = leader.logs();
     let deliveries = receiver.deliveries();
     assert!(deliveries.iter().all(|d| d.signature_ok), "every delivery signed");
     let mut to_call = Vec::new();
     for index in &decisions {
-        let Some(applied) = applied_at(&log, *index) else { continue };
+        let Some(applied) = leader.decision_applied_at(*index) else { continue };
         if let Some(d) = deliveries.iter().find(|d| d.body["token"]["index"] == *index) {
             to_call.push(secs(d.at) - applied);
         }

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sitewatch_tests::footprint::{Sample, connected_peers, cpu_percent, peer_bytes, sample};
 use sitewatch_tests::{Cluster, Node, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -78,47 +79,11 @@ fn failovers(runs: usize) -> Vec<f64> {
     out
 }
 
-struct Sample {
-    rss_kb: u64,
-    cpu_ticks: u64,
-}
-
-fn sample(pid: u32) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the command name (which may hold spaces) start after ") ".
-    let fields: Vec<&str> = stat.rsplit_once(") ").expect("stat").1.split_whitespace().collect();
-    let cpu_ticks = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    Sample { rss_kb, cpu_ticks }
-}
-
-fn peer_bytes(status: &Value) -> u64 {
-    status["peers"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter(|p| p["connected"] == true)
-                .map(|p| p["bytes_sent"].as_u64().unwrap_or(0) + p["bytes_received"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn connected_peers(status: &Value) -> usize {
-    status["peers"].as_array().map_or(0, |ps| ps.iter().filter(|p| p["connected"] == true).count())
-}
-
 fn idle(seconds: u64) {
     let mut c = Cluster::three();
     c.start_all();
     let (leader, _) = time_to_leader(&c, None, Instant::now());
     std::thread::sleep(Duration::from_secs(5));
-    let ticks_per_s = 100.0; // USER_HZ on Linux
     let roles: Vec<(String, &Node)> = c
         .nodes
         .iter()
@@ -151,7 +116,7 @@ fn idle(seconds: u64) {
     for (i, (what, n)) in roles.iter().enumerate() {
         let after = sample(n.pid().expect("running"));
         let status = n.status_raw().expect("status");
-        let cpu = (after.cpu_ticks - before[i].0.cpu_ticks) as f64 / ticks_per_s / elapsed * 100.0;
+        let cpu = cpu_percent(&before[i].0, &after, elapsed);
         let bytes = (peer_bytes(&status) - peer_bytes(&before[i].1)) as f64 / elapsed;
         let per_peer = bytes / connected_peers(&status).max(1) as f64;
         println!(

@@ -9,13 +9,12 @@
 //!
 //! cargo run --release -p sitewatch-tests --bin ups-bench -- [CHANGES] [DRIVER_POLL_S]
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sitewatch_tests::upsd::{MONITOR_PASSWORD, MONITOR_USER, UPSMON, Upsd, UpsdOptions, run, unavailable};
+use sitewatch_tests::upsd::{Upsd, UpsdOptions, Upsmon, unavailable};
 use sitewatch_tests::{Cluster, wait_for};
 
 const SPACING: Duration = Duration::from_secs(7);
@@ -59,49 +58,12 @@ fn state_of(status: &str) -> Option<&'static str> {
     }
 }
 
-fn start_upsmon(upsd: &Upsd, dir: &std::path::Path) -> Child {
-    let log = dir.join("notify.log");
-    let script = dir.join("notify.sh");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$(date +%s.%N) $NOTIFYTYPE\" >> {}\n", log.display()))
-        .expect("notify script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::write(&log, "").expect("log");
-    run(Command::new("chown").arg("nut:nut").arg(&log));
-    let conf = dir.join("upsmon.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "MONITOR site@127.0.0.1:{} 1 {MONITOR_USER} {MONITOR_PASSWORD} secondary\nMINSUPPLIES 0\n\
-             SHUTDOWNCMD \"/bin/true\"\nNOTIFYCMD {}\nNOTIFYFLAG ONBATT EXEC\nNOTIFYFLAG ONLINE EXEC\n",
-            upsd.port(),
-            script.display()
-        ),
-    )
-    .expect("upsmon.conf");
-    run(Command::new("chown").arg("root:nut").arg(&conf));
-    run(Command::new("chmod").arg("640").arg(&conf));
-    run(Command::new("chmod").arg("755").arg(dir));
-    let log = std::fs::File::create(dir.join("upsmon.log")).expect("upsmon log");
-    Command::new(UPSMON)
-        .arg("-D")
-        .env("NUT_CONFPATH", dir)
-        .env("NUT_STATEPATH", dir)
-        .env("NUT_ALTPIDPATH", dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start upsmon")
-}
-
-fn upsmon_events(dir: &std::path::Path) -> Seen {
+/// upsmon's ONBATT / ONLINE notifications as the states they report.
+fn upsmon_seen(upsmon: &Upsmon) -> Seen {
     let seen = Seen::default();
-    let text = std::fs::read_to_string(dir.join("notify.log")).unwrap_or_default();
     let mut events = seen.events.lock().expect("lock");
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(t), Some(kind)) = (parts.next(), parts.next()) else { continue };
-        let Ok(t) = t.parse::<f64>() else { continue };
-        match kind {
+    for (t, kind) in upsmon.events() {
+        match kind.as_str() {
             "ONBATT" => events.push((t, "OB")),
             "ONLINE" => events.push((t, "OL")),
             _ => {}
@@ -144,9 +106,8 @@ fn main() {
         .node("agent-1")
         .append_config(&format!("\n[[ups]]\nname = \"site\"\nserver = \"{}\"\n", upsd.server()));
     cluster.node("agent-1").start();
-    let mon_dir = cluster.dir.path().join("upsmon");
-    std::fs::create_dir(&mon_dir).expect("upsmon dir");
-    let mut upsmon = start_upsmon(&upsd, &mon_dir);
+    // NUT's defaults: POLLFREQ 5 s, POLLFREQALERT 5 s.
+    let mut upsmon = Upsmon::start(&upsd, "site", &cluster.dir.path().join("upsmon"), 5, 5);
 
     let stop = Arc::new(AtomicBool::new(false));
     let agent_seen = Arc::new(Seen::default());
@@ -194,23 +155,10 @@ fn main() {
             std::thread::sleep(SPACING);
         }
         stop.store(true, Ordering::Relaxed);
-        // `upsmon -c stop` stops the instance behind this pid file, parent and child.
-        let _ = Command::new(UPSMON)
-            .args(["-c", "stop"])
-            .env("NUT_CONFPATH", &mon_dir)
-            .env("NUT_STATEPATH", &mon_dir)
-            .env("NUT_ALTPIDPATH", &mon_dir)
-            .stderr(Stdio::null())
-            .status();
-        let _ = upsmon.kill();
-        let _ = upsmon.wait();
-        let upsmon_seen = upsmon_events(&mon_dir);
+        upsmon.stop();
+        let upsmon_seen = upsmon_seen(&upsmon);
         if upsmon_seen.events.lock().expect("lock").is_empty() {
-            let log = std::fs::read_to_string(mon_dir.join("upsmon.log")).unwrap_or_default();
-            eprintln!(
-                "upsmon reported nothing; its log ends:\n{}",
-                log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
-            );
+            eprintln!("upsmon reported nothing; its log ends:\n{}", upsmon.log_tail(15));
         }
         println!(
             "ups-bench: {} changes, dummy-ups pollinterval {driver_poll_s} s, {} s apart\n",
