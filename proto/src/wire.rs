@@ -62,6 +62,8 @@ pub struct Hello {
 pub enum FrameError {
     #[error("frame body of {len} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
     TooLong { len: usize },
+    #[error("frame body holds {extra} bytes after the frame")]
+    Trailing { extra: usize },
     #[error("frame body is not a frame: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
     #[error("cannot encode frame: {0}")]
@@ -79,9 +81,16 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, FrameError> {
     if body.len() > MAX_FRAME_LEN {
         return Err(FrameError::TooLong { len: body.len() });
     }
-    let mut decoder = rmp_serde::Deserializer::from_read_ref(body);
+    let mut decoder = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
     decoder.set_max_depth(MAX_FRAME_DEPTH);
-    Ok(Frame::deserialize(&mut decoder)?)
+    let frame = Frame::deserialize(&mut decoder)?;
+    // A body is one frame: bytes after it mean a sender that frames differently (or a
+    // corrupted length), not something to ignore.
+    let read = decoder.position() as usize;
+    if read < body.len() {
+        return Err(FrameError::Trailing { extra: body.len() - read });
+    }
+    Ok(frame)
 }
 
 /// Encode a frame body. Structs travel as arrays (field order, no names): both ends run
@@ -133,6 +142,17 @@ mod tests {
             assert!(decode_frame(junk).is_err());
         }
         assert!(matches!(decode_frame(&vec![0; MAX_FRAME_LEN + 1]), Err(FrameError::TooLong { .. })));
+    }
+
+    #[test]
+    fn bytes_after_the_frame_are_refused() {
+        let mut body = encode_frame(&Frame::Pong { nonce: 7 }).unwrap();
+        assert_eq!(decode_frame(&body).unwrap(), Frame::Pong { nonce: 7 });
+        // Two frames in one body (a sender framing differently), or a stray byte.
+        body.extend(encode_frame(&Frame::Ping { nonce: 8 }).unwrap());
+        let err = decode_frame(&body).unwrap_err();
+        assert!(matches!(err, FrameError::Trailing { .. }), "{err}");
+        assert!(err.to_string().contains("bytes after the frame"), "{err}");
     }
 
     #[test]
