@@ -75,6 +75,9 @@ impl Exec {
         let program = &self.argv[0];
         let mut child = match self.command(action).spawn() {
             Ok(c) => c,
+            Err(e) if spawn_may_succeed_later(&e) => {
+                return Attempt::Retry { error: format!("cannot run {program} yet: {e}"), retry_after: None };
+            }
             Err(e) => return Attempt::Fail(format!("cannot run {program}: {e}")),
         };
         let mut group = GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)));
@@ -165,6 +168,16 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::KILL);
     }
+}
+
+/// A hook being rewritten as we exec it (ETXTBSY: config management replacing it during
+/// an outage), or a host short of processes, memory or file descriptors: worth another
+/// attempt. A missing or non-executable hook is not.
+fn spawn_may_succeed_later(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    Errno::from_io_error(e).is_some_and(|errno| {
+        [Errno::TXTBSY, Errno::AGAIN, Errno::NOMEM, Errno::MFILE, Errno::NFILE].contains(&errno)
+    })
 }
 
 /// Read a pipe to its end, keeping the last lines.
@@ -337,6 +350,43 @@ mod tests {
         });
         let e = Actuator::from_config(&cfg).unwrap().apply(&action(3, 0)).await.unwrap_err();
         assert!(matches!(&e, ActuatorError::Permanent(why) if why.contains("/nonexistent/burst")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hook_being_rewritten_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("hook.sh");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exec = |attempts| {
+            let cfg = ActuatorConfig::Exec(ExecConfig {
+                name: "hook".into(),
+                command: vec![script.to_str().unwrap().into()],
+                timeout: SECOND,
+                kill_grace: SECOND,
+                max_attempts: attempts,
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(100),
+            });
+            Actuator::from_config(&cfg).unwrap()
+        };
+        // Open for writing (an editor or config management mid-rewrite): exec fails with
+        // ETXTBSY for as long as it stays open.
+        let writer = std::fs::OpenOptions::new().append(true).open(&script).unwrap();
+        let e = exec(2).apply(&action(3, 0)).await.unwrap_err();
+        assert!(
+            matches!(&e, ActuatorError::Exhausted { attempts: 2, last } if last.contains("yet")),
+            "{e:?}"
+        );
+        let closing = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            drop(writer);
+        });
+        assert_eq!(
+            exec(20).apply(&action(3, 0)).await.unwrap(),
+            Outcome::Applied { detail: "exit 0".into() }
+        );
+        closing.await.unwrap();
     }
 
     #[tokio::test]
