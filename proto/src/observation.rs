@@ -33,8 +33,9 @@ pub struct Observation {
     pub battery: Option<BatterySummary>,
     /// Link quality to each configured `[[probe]]` target, in config order.
     pub probes: Vec<ProbeStatus>,
-    /// The cluster connection to every other member, from the quorum's own pings
-    /// (filled in by the daemon, which owns the connections).
+    /// The cluster connections the verdict judges, from the quorum's own pings: an
+    /// agent's to each witness, a witness's to each agent (filled in by the daemon, which
+    /// owns the connections).
     #[serde(default)]
     pub peers: Vec<PeerLink>,
 }
