@@ -57,3 +57,14 @@ pub fn peer_bytes(status: &Value) -> u64 {
 pub fn connected_peers(status: &Value) -> usize {
     status["peers"].as_array().map_or(0, |ps| ps.iter().filter(|p| p["connected"] == true).count())
 }
+
+/// The machine's load averages over 1, 5 and 15 minutes, as /proc/loadavg gives them: a
+/// benchmark prints them so a figure taken on a busy machine says so.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

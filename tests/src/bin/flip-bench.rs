@@ -23,6 +23,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use sitewatch_tests::footprint::load_average;
 use sitewatch_tests::moto::{self, Moto};
 use sitewatch_tests::relay::Relay;
 use sitewatch_tests::stats::percentile;
@@ -315,15 +316,6 @@ fn column(flips: &[Flip], pick: impl Fn(&Flip) -> Option<f64>) -> Vec<f64> {
     flips.iter().filter_map(pick).collect()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn main() {
     let flips: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     if let Some(why) = unavailable(false) {
@@ -335,7 +327,7 @@ fn main() {
         std::process::exit(2);
     });
     let relay = Relay::start(moto.port());
-    let load_before = loadavg();
+    let load_before = load_average();
     let rigs: Vec<Rig> = SETTINGS
         .iter()
         .enumerate()
@@ -345,7 +337,7 @@ fn main() {
         let running: Vec<_> = rigs.iter().map(|rig| scope.spawn(move || rig.run(flips))).collect();
         running.into_iter().map(|h| h.join().expect("rig thread")).collect()
     });
-    let load_after = loadavg();
+    let load_after = load_average();
 
     println!(
         "flip-bench: {flips} flips OL -> OB per setting, all settings at once; burst-after 1ms; \

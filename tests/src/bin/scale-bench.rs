@@ -13,7 +13,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sitewatch_tests::footprint::{Sample, connected_peers, cpu_percent, peer_bytes, peer_bytes_by, sample};
+use sitewatch_tests::footprint::{
+    Sample, connected_peers, cpu_percent, load_average, peer_bytes, peer_bytes_by, sample,
+};
 use sitewatch_tests::stats::percentile;
 use sitewatch_tests::{Cluster, Node, wait_for};
 
@@ -183,15 +185,6 @@ fn opt(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.0}"))
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
@@ -211,9 +204,9 @@ fn main() {
     }
     let mut results = Vec::new();
     for shape in &shapes {
-        let load = loadavg();
+        let load = load_average();
         let (costs, totals) = measure(*shape, seconds);
-        eprintln!("{}: load average before {load}, after {}", shape.label(), loadavg());
+        eprintln!("{}: load average before {load}, after {}", shape.label(), load_average());
         results.push((*shape, costs, totals));
     }
 
