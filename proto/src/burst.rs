@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::PolicyConfig;
 use crate::state::{ActionResult, Command, Decision, FencingToken, SiteState, Verdict};
-use crate::verdict::{Assessment, Evidence, PolicyMemory, assess};
+use crate::verdict::{Assessment, Evidence, PolicyMemory, assess, spend_limit_binds};
 
 /// A proposal not committed within this is proposed again (a leader change or a lost
 /// forward can drop it).
@@ -66,6 +66,11 @@ pub enum Effect {
     Cancel {
         target: String,
     },
+    /// The witness on a dark site does not scale up alone, and says why: an operator's
+    /// hold or the spend limit binds it as it binds the quorum. Once per dark spell.
+    Withheld {
+        reason: String,
+    },
 }
 
 /// Who this node is, this step.
@@ -108,6 +113,8 @@ pub struct Duties {
     done: BTreeMap<String, (FencingToken, Duration)>,
     unilateral: Option<Unilateral>,
     unilateral_proposed_at: Option<Duration>,
+    /// The dark-site scale-up was withheld (and said so) in this dark spell.
+    withheld: bool,
     drill_end_proposed_at: Option<Duration>,
     last: Option<Assessment>,
 }
@@ -302,13 +309,31 @@ impl Duties {
         me: Standing,
         out: &mut Vec<Effect>,
     ) {
-        let Some(silent) = me.agents_silent_for else { return };
-        if me.leader_known || silent < ctx.policy.dark_site_after || self.unilateral.is_some() {
+        let Some(silent) = me.agents_silent_for.filter(|_| !me.leader_known) else {
+            self.withheld = false;
+            return;
+        };
+        if silent < ctx.policy.dark_site_after || self.unilateral.is_some() {
             return;
         }
         let capacity = ctx.policy.capacity.burst_size(evidence.agents.len() as u32);
         // Scale up only: what the quorum committed, or more, stays.
         if capacity <= state.desired_capacity {
+            return;
+        }
+        // What binds the quorum binds the witness alone: both are in the committed state.
+        let withheld = if state.hold {
+            Some("burst held by an operator")
+        } else if spend_limit_binds(ctx.policy, state, ctx.now_unix_ms) {
+            Some("monthly spend limit reached")
+        } else {
+            None
+        };
+        if let Some(reason) = withheld {
+            if !self.withheld {
+                self.withheld = true;
+                out.push(Effect::Withheld { reason: reason.to_owned() });
+            }
             return;
         }
         self.unilateral = Some(Unilateral { capacity, at_ms: ctx.now_unix_ms });

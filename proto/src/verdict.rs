@@ -428,6 +428,12 @@ fn link_state(policy: &PolicyConfig, link: &PeerLink) -> LinkState {
     }
 }
 
+/// The month's spend has reached its limit and the policy says add nothing past it.
+pub fn spend_limit_binds(policy: &PolicyConfig, committed: &SiteState, now_unix_ms: u64) -> bool {
+    policy.spend.as_ref().is_some_and(|cap| cap.at_limit != SpendAction::Alert)
+        && spend_level(policy, committed, now_unix_ms) >= 100
+}
+
 /// The highest alert level the month's spend (committed ledger plus what runs now) reached.
 fn spend_level(policy: &PolicyConfig, committed: &SiteState, now_unix_ms: u64) -> u8 {
     let Some(cap) = &policy.spend else { return 0 };

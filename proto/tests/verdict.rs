@@ -781,6 +781,73 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
 }
 
 #[test]
+fn a_hold_or_the_spend_limit_binds_the_witness_alone_too() {
+    let targets = targets();
+    let dark = site([agent("a").heard(400), agent("b").heard(400), agent("c").heard(400)]);
+    let witness = |term: u64, silent: u64, leader_known: bool| Standing {
+        leader: false,
+        term,
+        leader_known,
+        witness: true,
+        agents_silent_for: Some(secs(silent)),
+    };
+    let withheld = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| if let Effect::Withheld { reason } = e { Some(reason.clone()) } else { None })
+            .collect()
+    };
+
+    // Held by an operator: no scale-up, and the witness says why once per dark spell.
+    let policy = PolicyConfig::default(); // dark-site-after 5 min
+    let mut log = Log::new();
+    log.decide(Verdict::Down, 1, NOV_23_MS);
+    log.commit(&Command::Hold { on: true, by: "op".into(), at_ms: NOV_23_MS });
+    let term = log.term;
+    let mut duties = Duties::default();
+    let step = |duties: &mut Duties, state: &SiteState, t: u64, me: Standing| {
+        duties.step(&ctx(&policy, &targets, t), &dark.evidence(), state, me)
+    };
+    let effects = step(&mut duties, &log.state, 1, witness(term, 300, false));
+    assert_eq!(withheld(&effects), ["burst held by an operator"]);
+    assert!(starts(&effects).is_empty(), "{effects:?}");
+    assert_eq!(step(&mut duties, &log.state, 2, witness(term, 301, false)), vec![], "said once");
+    // A quorum back, then gone again: a new dark spell, said again.
+    assert_eq!(step(&mut duties, &log.state, 3, witness(term, 302, true)), vec![]);
+    let effects = step(&mut duties, &log.state, 4, witness(term, 400, false));
+    assert_eq!(withheld(&effects), ["burst held by an operator"]);
+    // Released: the witness scales up alone.
+    log.commit(&Command::Hold { on: false, by: "op".into(), at_ms: NOV_23_MS });
+    let effects = step(&mut duties, &log.state, 5, witness(term, 401, false));
+    assert_eq!(starts(&effects).len(), 2, "{effects:?}");
+    assert!(withheld(&effects).is_empty());
+
+    // The month's spend at its limit (1 instance for 10 hours at 1 an hour, limit 10): a
+    // limit that only alerts lets the witness scale up; hold and scale-down do not.
+    for (at_limit, scales_up) in
+        [(SpendAction::Alert, true), (SpendAction::Hold, false), (SpendAction::ScaleDown, false)]
+    {
+        let cap = SpendCap { price_per_instance_hour: 1.0, monthly_limit: 10.0, at_limit };
+        let policy = PolicyConfig { spend: Some(cap), ..Default::default() };
+        let state = spending(1);
+        let me = witness(state.applied.term, 300, false);
+        let mut duties = Duties::default();
+        let ten_hours = 10 * HOUR_MS / 1000;
+        let effects = duties.step(&ctx(&policy, &targets, ten_hours), &dark.evidence(), &state, me);
+        if scales_up {
+            assert_eq!(starts(&effects).len(), 2, "{at_limit:?}: {effects:?}");
+        } else {
+            assert!(starts(&effects).is_empty(), "{at_limit:?}: {effects:?}");
+            assert_eq!(withheld(&effects), ["monthly spend limit reached"], "{at_limit:?}");
+        }
+        // An hour short of the limit, every policy lets it scale up.
+        let mut duties = Duties::default();
+        let effects = duties.step(&ctx(&policy, &targets, ten_hours - 3600), &dark.evidence(), &state, me);
+        assert_eq!(starts(&effects).len(), 2, "{at_limit:?} below the limit: {effects:?}");
+    }
+}
+
+#[test]
 fn a_drill_is_judged_as_a_power_cut_and_ends_itself_on_a_real_outage_or_its_time_limit() {
     let policy = PolicyConfig::default(); // burst-after 60 s
     let t = targets();

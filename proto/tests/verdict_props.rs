@@ -535,6 +535,13 @@ impl Sim {
                     prop_assert!(!caught_up, "{}", at("cancelled while leading"));
                     self.running.remove(target);
                 }
+                Effect::Withheld { reason } => {
+                    prop_assert!(
+                        false,
+                        "{}",
+                        at(&format!("an agent withheld a dark-site scale-up: {reason}"))
+                    );
+                }
             }
         }
         let after = &self.log.state;

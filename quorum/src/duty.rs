@@ -257,6 +257,9 @@ impl DutyRunner {
                         cancel.cancel();
                     }
                 }
+                Effect::Withheld { reason } => {
+                    warn!(reason = %reason, "dark site: the witness does not scale up alone");
+                }
             }
         }
     }

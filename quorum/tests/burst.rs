@@ -340,6 +340,7 @@ impl Sim {
                     self.running.push(Running { node: id, action, done_at: now + ACTION_MS });
                 }
                 Effect::Cancel { .. } => self.running.retain(|r| r.node != id),
+                Effect::Withheld { .. } => {}
             }
         }
         self.advance(id);
