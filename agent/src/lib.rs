@@ -9,6 +9,7 @@ pub mod drill;
 pub mod host;
 pub mod observer;
 pub mod pki;
+pub mod power_memory;
 pub mod probe;
 pub mod simulated_ups;
 pub mod ups;

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::host::{HostPaths, HostReader};
+use crate::power_memory::{self, PowerMemory, Remembered, carried_over};
 use crate::probe;
 use crate::ups::{NutError, UpsReadings, spawn_monitors};
 
@@ -31,6 +32,20 @@ struct Observer {
     probes: watch::Receiver<Vec<ProbeStatus>>,
     /// This host's power and since when (agent clock, ms).
     power: (Power, u64),
+    /// How long the power had already been what it is when the agent started: carried
+    /// over from the last run in this boot; 0 after any change.
+    power_before_start_ms: u64,
+    memory: PowerMemory,
+    boot: Option<BootClock>,
+    /// The last run's record, until the first known power is read.
+    last_run: Option<Remembered>,
+}
+
+/// The boot clock, read once at start and followed on the agent's clock after.
+struct BootClock {
+    id: String,
+    /// Milliseconds since boot when the agent's clock read 0.
+    at_start_ms: u64,
 }
 
 impl Observer {
@@ -41,10 +56,12 @@ impl Observer {
         let feeds: Vec<&UpsConfig> = feeds_of(&self.ups_configs, &self.node, &self.node).collect();
         let max_age = max_age(&feeds);
         let power = host_power(feeds.iter().map(|c| readings.get(&c.name)), now, max_age);
+        let battery = (power == Power::Battery).then(|| battery_summary(&feeds, &readings, now, max_age));
         if power != self.power.0 {
             self.power = (power, now);
+            self.power_before_start_ms = 0;
+            self.remember(power, now);
         }
-        let battery = (power == Power::Battery).then(|| battery_summary(&feeds, &readings, now, max_age));
         Observation {
             node: self.node.clone(),
             seq: self.seq,
@@ -53,11 +70,28 @@ impl Observer {
             host: self.host.read(stopping),
             ups: readings.into_values().collect(),
             power,
-            power_for_ms: now.saturating_sub(self.power.1),
+            power_for_ms: now.saturating_sub(self.power.1) + self.power_before_start_ms,
             battery,
             probes: self.probes.borrow().clone(),
             peers: Vec::new(),
         }
+    }
+
+    /// A known power state was just read: the first one after start may continue the
+    /// last run's (same boot, same power); any other is kept for the next run.
+    fn remember(&mut self, power: Power, now: u64) {
+        if power == Power::Unknown {
+            return;
+        }
+        let Some(boot) = &self.boot else { return };
+        let now_boot_ms = boot.at_start_ms + now;
+        if let Some(last) = self.last_run.take()
+            && let Some(carried) = carried_over(&last, &boot.id, power, now_boot_ms)
+        {
+            self.power_before_start_ms = carried;
+            return;
+        }
+        self.memory.save(&Remembered { boot_id: boot.id.clone(), power, since_boot_ms: now_boot_ms });
     }
 }
 
@@ -114,6 +148,7 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<watch::Receiver<Observation>, NutError> {
     let clock = Clock::start();
+    let memory = PowerMemory::in_dir(&config.data_dir);
     let tracker = TaskTracker::new();
     let ups = spawn_monitors(&config.ups, clock, &cancel, &tracker)?;
     let probes = probe::start(config.probes.clone(), &tracker, &cancel);
@@ -126,6 +161,12 @@ pub fn start(
         ups,
         probes,
         power: (Power::Unknown, 0),
+        power_before_start_ms: 0,
+        last_run: memory.load(),
+        memory,
+        boot: power_memory::boot_id()
+            .zip(power_memory::boot_ms())
+            .map(|(id, boot_ms)| BootClock { id, at_start_ms: boot_ms.saturating_sub(clock.now_ms()) }),
     };
     let (tx, rx) = watch::channel(observer.observe(false));
     tokio::spawn(async move {

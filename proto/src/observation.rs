@@ -25,7 +25,8 @@ pub struct Observation {
     pub ups: Vec<UpsReading>,
     /// This host's power, from the fresh readings of the UPSes that feed it.
     pub power: Power,
-    /// How long `power` has been what it is, on the agent's clock (0 at agent start).
+    /// How long `power` has been what it is: on the agent's clock, plus, after a restart
+    /// within one boot that found the same power, how long it had been so before.
     #[serde(default)]
     pub power_for_ms: u64,
     /// While on battery: what the feeding UPSes say about what is left.
