@@ -6,10 +6,11 @@
 //! boot), tagged with the boot id, so a wall-clock step never moves them and a record
 //! from an earlier boot is never taken for this one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sitewatch_proto::ups::Power;
+use sitewatch_quorum::kept::Kept;
 use tracing::warn;
 
 /// What one agent remembered when its host's power last changed.
@@ -21,46 +22,26 @@ pub struct Remembered {
     pub since_boot_ms: u64,
 }
 
-/// The file under the agent's data directory, written whole and renamed into place.
+/// The file under the agent's data directory.
 pub struct PowerMemory {
-    path: PathBuf,
+    kept: Kept,
 }
 
 impl PowerMemory {
     pub fn in_dir(data_dir: &Path) -> PowerMemory {
-        PowerMemory { path: data_dir.join("power-since.json") }
+        PowerMemory { kept: Kept::at(data_dir.join("power-since.json")) }
     }
 
-    /// The record, if there is a readable one. A missing file is the first start; an
-    /// unreadable one is said once and treated the same (the timer starts at 0, as it
-    /// would have without this file).
+    /// The last run's record, if there is a readable one (a missing or corrupt file: the
+    /// timer starts at 0, as it would have without this file).
     pub fn load(&self) -> Option<Remembered> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                warn!(path = %self.path.display(), error = %e, "cannot read the remembered power state");
-                return None;
-            }
-        };
-        serde_json::from_str(&text)
-            .inspect_err(|e| {
-                warn!(path = %self.path.display(), error = %e, "ignoring a corrupt remembered power state");
-            })
-            .ok()
+        self.kept.load()
     }
 
     /// Keep `r`; a failure is logged, not fatal: only the carry-over is lost.
     pub fn save(&self, r: &Remembered) {
-        let tmp = self.path.with_extension("json.tmp");
-        // The daemon creates the data directory too; the first UPS read may come first.
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|()| serde_json::to_vec(r).map_err(std::io::Error::other))
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            warn!(path = %self.path.display(), error = %e, "cannot keep the power state for a restart");
+        if let Err(e) = self.kept.save(r) {
+            warn!(path = %self.kept.path().display(), error = %e, "cannot keep the power state for a restart");
         }
     }
 }

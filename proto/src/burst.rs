@@ -93,10 +93,12 @@ struct Proposed {
     at: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Unilateral {
-    capacity: u32,
-    at_ms: u64,
+/// What the witness raised alone on a dark site, until a quorum commits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unilateral {
+    pub capacity: u32,
+    /// When it acted, wall clock.
+    pub at_ms: u64,
 }
 
 /// The per-node memory of duties; starts empty at every process start.
@@ -144,6 +146,18 @@ impl Duties {
     /// The capacity this witness raised on its own, not yet taken in by a quorum.
     pub fn unilateral_capacity(&self) -> Option<u32> {
         self.unilateral.map(|u| u.capacity)
+    }
+
+    /// What this witness did alone and no quorum has committed yet: the daemon keeps it
+    /// across restarts, since nobody else knows it.
+    pub fn unilateral(&self) -> Option<Unilateral> {
+        self.unilateral
+    }
+
+    /// A restarted witness takes back what it did alone before it stopped: it proposes it
+    /// once a quorum is back, and does not act alone again meanwhile.
+    pub fn restore_unilateral(&mut self, u: Unilateral) {
+        self.unilateral = Some(u);
     }
 
     pub fn step(

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use sitewatch_proto::burst::{ACTION_RETRY, Context, Duties, Effect, PROPOSE_RETRY, Standing};
+use sitewatch_proto::burst::{ACTION_RETRY, Context, Duties, Effect, PROPOSE_RETRY, Standing, Unilateral};
 use sitewatch_proto::host::GoingDown;
 use sitewatch_proto::policy::{CapacityPolicy, PolicyConfig, SpendAction, SpendCap};
 use sitewatch_proto::state::{Command, FencingToken};
@@ -778,6 +778,41 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
     // A lower unilateral capacity never lowers the committed one.
     log.commit(&Command::Unilateral { desired_capacity: 1, by: "w".into(), at_ms: NOV_23_MS });
     assert_eq!(log.state.desired_capacity, 3);
+}
+
+#[test]
+fn a_restarted_witness_hands_over_what_it_did_alone_and_does_not_act_again() {
+    let policy = PolicyConfig::default(); // dark-site-after 5 min
+    let targets = targets();
+    let dark = site([agent("a").heard(400), agent("b").heard(400), agent("c").heard(400)]);
+    let mut log = Log::new();
+    log.decide(Verdict::Healthy, 0, NOV_23_MS);
+    let term = log.term;
+    let witness = |silent: u64, leader_known: bool| Standing {
+        leader: false,
+        term,
+        leader_known,
+        witness: true,
+        agents_silent_for: Some(secs(silent)),
+    };
+    let before = Unilateral { capacity: 3, at_ms: NOV_23_MS + 1 };
+    let mut duties = Duties::default();
+    duties.restore_unilateral(before);
+    assert_eq!(duties.unilateral(), Some(before));
+    // Still dark after the restart: nothing again (it was done, or is in the cloud's hands).
+    let effects = duties.step(&ctx(&policy, &targets, 1), &dark.evidence(), &log.state, witness(600, false));
+    assert_eq!(effects, vec![]);
+    // The quorum is back: the witness proposes what it did, with when it did it.
+    let effects = duties.step(&ctx(&policy, &targets, 2), &dark.evidence(), &log.state, witness(0, true));
+    assert_eq!(
+        proposals(&effects),
+        [&Command::Unilateral { desired_capacity: 3, by: "n1".into(), at_ms: before.at_ms }]
+    );
+    commit_all(&mut log, &effects);
+    assert_eq!((log.state.verdict, log.state.desired_capacity), (Verdict::Down, 3));
+    let me = Standing { term: log.term, ..witness(0, true) };
+    assert_eq!(duties.step(&ctx(&policy, &targets, 3), &dark.evidence(), &log.state, me), vec![]);
+    assert_eq!(duties.unilateral(), None, "taken in: nothing left to keep");
 }
 
 #[test]

@@ -176,7 +176,8 @@ pub async fn run(
     // Storage is open and the socket is bound: systemd may now start what depends on us.
     publisher.notifier.ready();
     let (finished_tx, finished_rx) = mpsc::channel(64);
-    let duties = DutyRunner::new(duty::targets(&config)?, finished_tx, tracker.clone(), started);
+    let duties =
+        DutyRunner::new(duty::targets(&config)?, finished_tx, tracker.clone(), started, &config.data_dir);
     let channels =
         Channels { inbound: inbound_rx, finished: finished_rx, control: control_rx, history: history_tx };
     let result = raft_loop(node, &config, transport, channels, duties, &mut publisher, cancel.clone())

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use sitewatch_proto::burst::{Action, Context, Duties, Effect, Standing};
+use sitewatch_proto::burst::{Action, Context, Duties, Effect, Standing, Unilateral};
 use sitewatch_proto::observation::Observation;
 use sitewatch_proto::state::{Command, FencingToken};
 use sitewatch_proto::verdict::{AgentView, Evidence};
@@ -21,6 +22,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::actuator::{Actuator, Outcome};
 use crate::config::{Config, Role};
+use crate::kept::Kept;
 use crate::node::Node;
 use crate::notifier::{Event, EventKind, Notifier};
 use crate::storage::LogStore;
@@ -169,6 +171,10 @@ pub struct DutyRunner {
     tracker: TaskTracker,
     started: Instant,
     failures: BTreeMap<String, u64>,
+    /// The witness's dark-site scale-up, on disk until a quorum commits it, and what the
+    /// file holds now.
+    unilateral_file: Kept,
+    unilateral_kept: Option<Unilateral>,
 }
 
 impl DutyRunner {
@@ -177,10 +183,22 @@ impl DutyRunner {
         finished_tx: mpsc::Sender<Finished>,
         tracker: TaskTracker,
         started: Instant,
+        data_dir: &Path,
     ) -> DutyRunner {
         let target_names = targets.iter().map(|t| t.name().to_owned()).collect();
+        let unilateral_file = Kept::at(data_dir.join("unilateral.json"));
+        let unilateral_kept: Option<Unilateral> = unilateral_file.load();
+        let mut duties = Duties::default();
+        if let Some(u) = unilateral_kept {
+            info!(
+                capacity = u.capacity,
+                at_ms = u.at_ms,
+                "dark site: found this witness's own scale-up, to hand to the quorum"
+            );
+            duties.restore_unilateral(u);
+        }
         DutyRunner {
-            duties: Duties::default(),
+            duties,
             book: ObservationBook::default(),
             targets,
             target_names,
@@ -189,6 +207,30 @@ impl DutyRunner {
             tracker,
             started,
             failures: BTreeMap::new(),
+            unilateral_file,
+            unilateral_kept,
+        }
+    }
+
+    /// Bring the file in line with the duties' unilateral record, before any action for
+    /// it starts: a witness killed after scaling up alone must still hand it to the
+    /// returning quorum, which otherwise would never give that capacity back.
+    fn keep_unilateral(&mut self) {
+        let now = self.duties.unilateral();
+        if now == self.unilateral_kept {
+            return;
+        }
+        let kept = match now {
+            Some(u) => self.unilateral_file.save(&u),
+            None => self.unilateral_file.remove(),
+        };
+        match kept {
+            Ok(()) => self.unilateral_kept = now,
+            Err(e) => warn!(
+                path = %self.unilateral_file.path().display(),
+                error = %e,
+                "cannot keep the witness's own scale-up across a restart"
+            ),
         }
     }
 
@@ -247,6 +289,7 @@ impl DutyRunner {
             now_unix_ms: unix_ms_at(now),
         };
         let effects = self.duties.step(&ctx, &evidence, node.state(), standing);
+        self.keep_unilateral();
         for effect in effects {
             match effect {
                 Effect::Propose(command) => propose(node, &command),

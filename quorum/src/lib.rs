@@ -7,6 +7,7 @@ pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod duty;
+pub mod kept;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -292,6 +292,18 @@ fn a_dark_site_gets_only_the_witnesss_scale_up_and_the_quorum_gives_it_back() {
     // Never down while alone.
     std::thread::sleep(secs(5));
     assert_eq!(lab.desired(), 2);
+    // The witness killed -9 and restarted while the site is still dark: it still knows
+    // what it did alone (nobody else does), at once, not by doing it again after another
+    // dark-site-after of silence.
+    let unilateral_runs =
+        |lab: &SiteLab| lab.actions().iter().filter(|a| a.unilateral && a.phase == "start").count();
+    let runs_before = unilateral_runs(&lab);
+    lab.kill_daemon("witness");
+    lab.start_node("witness");
+    wait_for(lab.spec.dark_site_after / 2, "the restarted witness to show its own scale-up", || {
+        let s = lab.node("witness").status_raw()?;
+        (s["burst"]["unilateral_capacity"] == 2).then_some(())
+    });
     for agent in lab.agents() {
         lab.start_node(&agent);
     }
@@ -302,6 +314,7 @@ fn a_dark_site_gets_only_the_witnesss_scale_up_and_the_quorum_gives_it_back() {
         let h = sitewatch_tests::lab::history(&lab.node(&leader).socket)?;
         h.iter().any(|r| r["command"]["unilateral"]["desired_capacity"] == 2).then_some(())
     });
+    assert_eq!(unilateral_runs(&lab), runs_before, "the restarted witness acted alone again");
     given_back_after_the_grace(&lab, back);
     lab.assert_invariants();
 }
