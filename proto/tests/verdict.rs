@@ -538,6 +538,11 @@ fn leader(log: &Log) -> Standing {
     Standing { leader: true, term: log.term, leader_known: true, witness: false, agents_silent_for: None }
 }
 
+/// The witness, not leading, having heard no agent for `silent` seconds.
+fn dark_witness(term: u64, silent: u64, leader_known: bool) -> Standing {
+    Standing { leader: false, term, leader_known, witness: true, agents_silent_for: Some(secs(silent)) }
+}
+
 fn proposals(effects: &[Effect]) -> Vec<&Command> {
     effects.iter().filter_map(|e| if let Effect::Propose(c) = e { Some(c) } else { None }).collect()
 }
@@ -718,13 +723,7 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
     let mut log = Log::new();
     log.decide(Verdict::Down, 1, NOV_23_MS);
     let term = log.term;
-    let witness = |silent: u64, leader_known: bool| Standing {
-        leader: false,
-        term,
-        leader_known,
-        witness: true,
-        agents_silent_for: Some(secs(silent)),
-    };
+    let witness = |silent: u64, leader_known: bool| dark_witness(term, silent, leader_known);
     let mut duties = Duties::default();
     let step = |duties: &mut Duties, state: &SiteState, t: u64, me: Standing| {
         duties.step(&ctx(&policy, &targets, t), &dark.evidence(), state, me)
@@ -788,13 +787,7 @@ fn a_restarted_witness_hands_over_what_it_did_alone_and_does_not_act_again() {
     let mut log = Log::new();
     log.decide(Verdict::Healthy, 0, NOV_23_MS);
     let term = log.term;
-    let witness = |silent: u64, leader_known: bool| Standing {
-        leader: false,
-        term,
-        leader_known,
-        witness: true,
-        agents_silent_for: Some(secs(silent)),
-    };
+    let witness = |silent: u64, leader_known: bool| dark_witness(term, silent, leader_known);
     let before = Unilateral { capacity: 3, at_ms: NOV_23_MS + 1 };
     let mut duties = Duties::default();
     duties.restore_unilateral(before);
@@ -819,13 +812,7 @@ fn a_restarted_witness_hands_over_what_it_did_alone_and_does_not_act_again() {
 fn a_hold_or_the_spend_limit_binds_the_witness_alone_too() {
     let targets = targets();
     let dark = site([agent("a").heard(400), agent("b").heard(400), agent("c").heard(400)]);
-    let witness = |term: u64, silent: u64, leader_known: bool| Standing {
-        leader: false,
-        term,
-        leader_known,
-        witness: true,
-        agents_silent_for: Some(secs(silent)),
-    };
+    let witness = dark_witness;
     let withheld = |effects: &[Effect]| -> Vec<String> {
         effects
             .iter()
