@@ -39,6 +39,11 @@ impl HostReader {
         HostReader { system, paths, boot_id }
     }
 
+    /// This boot's id, read once at start.
+    pub fn boot_id(&self) -> Option<&str> {
+        self.boot_id.as_deref()
+    }
+
     /// Read the facts now. `stopping` says whether the agent itself is shutting down.
     pub fn read(&mut self, stopping: bool) -> HostFacts {
         self.system.refresh_memory();

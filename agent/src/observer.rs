@@ -152,11 +152,17 @@ pub fn start(
     let tracker = TaskTracker::new();
     let ups = spawn_monitors(&config.ups, clock, &cancel, &tracker)?;
     let probes = probe::start(config.probes.clone(), &tracker, &cancel);
+    let host = HostReader::new(HostPaths::default());
+    let boot = host
+        .boot_id()
+        .map(str::to_owned)
+        .zip(power_memory::boot_ms())
+        .map(|(id, boot_ms)| BootClock { id, at_start_ms: boot_ms.saturating_sub(clock.now_ms()) });
     let mut observer = Observer {
         node: config.node.clone(),
         seq: 0,
         clock,
-        host: HostReader::new(HostPaths::default()),
+        host,
         ups_configs: config.ups.clone(),
         ups,
         probes,
@@ -164,9 +170,7 @@ pub fn start(
         power_before_start_ms: 0,
         last_run: memory.load(),
         memory,
-        boot: power_memory::boot_id()
-            .zip(power_memory::boot_ms())
-            .map(|(id, boot_ms)| BootClock { id, at_start_ms: boot_ms.saturating_sub(clock.now_ms()) }),
+        boot,
     };
     let (tx, rx) = watch::channel(observer.observe(false));
     tokio::spawn(async move {

@@ -53,11 +53,6 @@ pub fn boot_ms() -> Option<u64> {
     Some((secs * 1000.0) as u64)
 }
 
-/// This boot's id.
-pub fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned())
-}
-
 /// How long before now (boot clock) `power` began, if the record says so: the same boot,
 /// the same power, and not in the future.
 pub fn carried_over(r: &Remembered, boot_id: &str, power: Power, now_boot_ms: u64) -> Option<u64> {
@@ -98,8 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_clock_and_id_are_readable() {
+    fn the_boot_clock_is_readable() {
         assert!(boot_ms().is_some_and(|ms| ms > 0));
-        assert!(boot_id().is_some_and(|id| id.len() == 36), "{:?}", boot_id());
     }
 }

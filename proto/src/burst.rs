@@ -143,11 +143,6 @@ impl Duties {
         self.running.iter().map(|(target, (token, _))| (target, token))
     }
 
-    /// The capacity this witness raised on its own, not yet taken in by a quorum.
-    pub fn unilateral_capacity(&self) -> Option<u32> {
-        self.unilateral.map(|u| u.capacity)
-    }
-
     /// What this witness did alone and no quorum has committed yet: the daemon keeps it
     /// across restarts, since nobody else knows it.
     pub fn unilateral(&self) -> Option<Unilateral> {

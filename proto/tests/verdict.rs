@@ -739,7 +739,7 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
         // Outside the committed index space: never a committed decision's token.
         assert_eq!(a.token, FencingToken { term: log.state.applied.term, index: u64::MAX });
     }
-    assert_eq!(duties.unilateral_capacity(), Some(3));
+    assert_eq!(duties.unilateral().map(|u| u.capacity), Some(3));
     assert_eq!(step(&mut duties, &log.state, 3, witness(301, false)), vec![], "once");
     assert_eq!(
         duties.finished(
@@ -766,7 +766,7 @@ fn the_witness_scales_up_once_alone_and_hands_it_to_the_quorum() {
     commit_all(&mut log, &effects);
     assert_eq!((log.state.verdict, log.state.desired_capacity), (Verdict::Down, 3));
     assert_eq!(step(&mut duties, &log.state, 20, witness(320, true)), vec![]);
-    assert_eq!(duties.unilateral_capacity(), None);
+    assert_eq!(duties.unilateral().map(|u| u.capacity), None);
 
     // Never down: with as much committed already, the witness does nothing alone.
     let mut duties = Duties::default();

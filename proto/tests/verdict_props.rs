@@ -867,7 +867,7 @@ proptest! {
                 }
             }
             prop_assert!(log.state.desired_capacity >= before.desired_capacity, "never down");
-            if duties.unilateral_capacity().is_none() && !started.is_empty() && settled_at.is_none() {
+            if duties.unilateral().map(|u| u.capacity).is_none() && !started.is_empty() && settled_at.is_none() {
                 settled_at = Some(t);
             }
         }

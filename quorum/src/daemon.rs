@@ -539,7 +539,7 @@ fn burst_info(config: &Config, d: &DutyRunner) -> BurstInfo {
     BurstInfo {
         assessment: d.duties().assessment().cloned(),
         running: d.duties().running().map(|(t, k)| (t.clone(), *k)).collect(),
-        unilateral_capacity: d.duties().unilateral_capacity(),
+        unilateral_capacity: d.duties().unilateral().map(|u| u.capacity),
         failures: d.failures().clone(),
         heard: config
             .members

@@ -245,20 +245,8 @@ impl Node {
 /// Seconds since the UNIX epoch of an RFC 3339 UTC stamp as the daemons' logs write it
 /// (`2026-11-23T17:22:46.123456Z`).
 pub fn parse_stamp(s: &str) -> Option<f64> {
-    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let (h, min, sec) =
-        (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+    let at = humantime::parse_rfc3339(s).ok()?;
+    Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
 /// Seconds since the UNIX epoch, now (wall clock: comparable with log stamps and with
@@ -382,4 +370,14 @@ pub fn make_node(root: &Path, ca: &Path, me: &MemberSpec, all: &[MemberSpec], cl
     fs::write(&config, text).expect("write config");
     let log = dir.join("daemon.log");
     Node { spec: me.clone(), dir, config, socket, log, netns: None, child: None }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_stamp_is_seconds_since_the_epoch() {
+        let at = super::parse_stamp("2026-11-23T17:22:46.123456Z").expect("a stamp");
+        assert!((at - 1_795_454_566.123456).abs() < 1e-6, "{at}");
+        assert_eq!(super::parse_stamp("INFO"), None);
+    }
 }
